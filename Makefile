@@ -1,0 +1,71 @@
+# Spears & Shields — the two commands of the quick start are `make book` and `make test`.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.coinfer-installed
+# torch is installed on its own first: here (and in CI) pip takes these versions from local disk.
+# On another machine pass e.g. TORCH_SPEC="torch torchvision --index-url https://download.pytorch.org/whl/cpu"
+# for a small CPU build, or TORCH_SPEC="" to keep a torch that is already installed.
+TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+
+# The real GTSRB: the workplace's shared copy when it exists, else whatever COINFER_DATA says
+# (unset: the library downloads GTSRB to the user cache dir).
+SHARED_DATA := $(wildcard ../shared/data/gtsrb)
+ifneq ($(SHARED_DATA),)
+export COINFER_DATA ?= $(abspath ../shared/data)
+endif
+export TQDM_DISABLE := 1
+export PYTHONHASHSEED := 0
+export MPLBACKEND := Agg
+
+NBVAL := --nbval --nbval-current-env --nbval-cell-timeout=1800 --nbval-sanitize-with tests/nbval_sanitize.cfg
+NOTEBOOKS := book/0*.ipynb book/assignments/solutions
+
+.PHONY: help install book book-render test test-unit bench clean sync
+
+help:
+	@echo "make book        build the HTML book in _build/html (executes every chapter)"
+	@echo "make test        unit tests + nbval over the chapters and assignments"
+	@echo "make book-render render the committed (nbval-verified) outputs without executing"
+	@echo "make bench       run the benchmarks, report in benchmarks/results/"
+	@echo "make sync        rewrite the Colab set-up cell of every notebook from _config.yml"
+
+$(STAMP): pyproject.toml .ci/constraints.txt
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	if [ -n "$(TORCH_SPEC)" ] && ! $(PY) -c "import torch, torchvision" 2>/dev/null; then \
+	  $(PY) -m pip install -q $(TORCH_SPEC); fi
+	$(PY) -m pip install -q -c .ci/constraints.txt -e ".[book,test]"
+	touch $@
+
+install: $(STAMP)
+
+book: $(STAMP)
+	@# jupyter-cache notices edited notebooks but not an edited library: start afresh then.
+	@if [ -f _build/.jupyter_cache/global.db ] && \
+	  [ -n "$$(find lib -name '*.py' -newer _build/.jupyter_cache/global.db | head -1)" ]; then \
+	  echo "lib/ changed: clearing the execution cache"; rm -rf _build/.jupyter_cache; fi
+	$(VENV)/bin/jupyter-book build . -W --keep-going
+	@echo "The book is in _build/html/index.html"
+
+book-render: $(STAMP)
+	mkdir -p _build
+	sed 's/execute_notebooks: cache/execute_notebooks: "off"/' _config.yml > _build/_config_render.yml
+	$(VENV)/bin/jupyter-book build . -W --keep-going --config _build/_config_render.yml
+
+test: $(STAMP)
+	$(PY) -m pytest tests $(NOTEBOOKS) $(NBVAL) -p no:cacheprovider
+
+test-unit: $(STAMP)
+	$(PY) -m pytest tests -p no:cacheprovider
+
+bench: $(STAMP)
+	$(PY) benchmarks/run.py
+
+sync: $(STAMP)
+	$(PY) -m coinfer.book sync
+
+clean:
+	rm -rf _build .pytest_cache
