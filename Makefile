@@ -18,7 +18,6 @@ export COINFER_DATA ?= $(abspath ../shared/data)
 endif
 export TQDM_DISABLE := 1
 export PYTHONHASHSEED := 0
-export MPLBACKEND := Agg
 
 NBVAL := --nbval --nbval-current-env --nbval-cell-timeout=1800 --nbval-sanitize-with tests/nbval_sanitize.cfg
 NOTEBOOKS := book/0*.ipynb book/assignments/solutions
