@@ -9,7 +9,7 @@
   settings and ``recompute=True`` (the Fig. 5 sweep and the fit; it also refreshes the cache that
   Chapter 4 reads).
 * ``audit_*_s`` — the chapter's audits: the scalar Laplace mechanism (200,000 runs per input)
-  and the inference-input audits of the defence (300 runs per input, both policies).
+  and the inference-input audits of the defence (200 runs per input, both policies).
 
 Run ``python benchmarks/bench_defense.py`` (``--skip-chapter`` for the library timings only);
 results go to ``benchmarks/results/defense.json`` and ``defense.md``.
@@ -87,7 +87,7 @@ def bench_library() -> dict:
         start = time.perf_counter()
         result = defense.audit_inference_input(victim, *pair, epsilon=1.0, clip_bound=G, at=4,
                                                policy=policy, distinguisher=distinguisher,
-                                               trials=300, seed=0)
+                                               trials=200, seed=0)
         out[f"audit_{policy}_s"] = time.perf_counter() - start
         out[f"audit_{policy}_epsilon_lower"] = result.epsilon_lower
     return out
@@ -131,10 +131,10 @@ def write(payload: dict) -> None:
         f"{sweep['images']} images; a = {sweep['a']:.4f}, b = {sweep['b']:.4f} |",
         f"| audit, scalar Laplace ε = 1 (200,000 runs per input) | "
         f"{payload['audit_scalar_s']:.1f} | ε ≥ {payload['audit_scalar_epsilon_lower']:.3f} |",
-        f"| audit, inference input, once policy (300 runs per input) | "
+        f"| audit, inference input, once policy (200 runs per input) | "
         f"{payload['audit_once_s']:.1f} | ε ≥ {payload['audit_once_epsilon_lower']:.2f} "
         "for a claimed 1 |",
-        f"| audit, inference input, fresh policy (300 runs per input) | "
+        f"| audit, inference input, fresh policy (200 runs per input) | "
         f"{payload['audit_fresh_s']:.1f} | ε ≥ {payload['audit_fresh_epsilon_lower']:.2f} "
         "for a claimed 1 |",
     ]
