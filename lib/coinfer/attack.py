@@ -51,8 +51,8 @@ from tqdm.auto import tqdm
 
 from .config import cache_dir, check_positive_float, check_positive_int
 from .data import ImageSet
-from .models import IMAGE_SHAPE, NUM_CONV, feature_shape, split
-from .train import cpu_supports_bf16, fixed_threads, predict
+from .models import IMAGE_SHAPE, check_split_point, feature_shape, split
+from .train import fixed_threads, predict, use_bf16
 
 __all__ = [
     "BlackBoxAccessError",
@@ -93,12 +93,7 @@ Images = torch.Tensor
 # Input validation
 # --------------------------------------------------------------------------------------------
 
-def _check_at(at) -> int:
-    if isinstance(at, bool) or not isinstance(at, (int, np.integer)):
-        raise TypeError(f"at must be an int split point in 1..{NUM_CONV}, got {at!r}")
-    if not 1 <= int(at) <= NUM_CONV:
-        raise ValueError(f"at must be a split point in 1..{NUM_CONV}, got {at}")
-    return int(at)
+_check_at = check_split_point  # one validation of split points for the whole library
 
 
 def _image_tensor(images, name: str, *, allow_empty: bool = False) -> torch.Tensor:
@@ -587,11 +582,7 @@ class InverseResult(NamedTuple):
 
 
 def _use_bf16(config: InverseConfig, device: torch.device) -> bool:
-    if config.mixed_precision == "off":
-        return False
-    if config.mixed_precision == "bf16":
-        return True
-    return device.type == "cuda" or cpu_supports_bf16()
+    return use_bf16(config.mixed_precision, device)
 
 
 @torch.no_grad()

@@ -47,7 +47,7 @@ from tqdm.auto import tqdm
 from .config import (cache_dir, check_positive_float, check_positive_int, data_root,
                      default_device)
 from .data import ImageSet, to_float
-from .models import NUM_CONV, SplitModel, check_images, feature_shape, split
+from .models import SplitModel, check_images, check_split_point, feature_shape, split
 from .privacy import (AuditResult, audit_scores, check_calibration, check_epsilon, check_policy,
                       laplace_noise, noise_scale)
 from .train import VICTIM, TrainConfig
@@ -100,12 +100,7 @@ __all__ = [
 # the device part θ1 and its clipping
 # ----------------------------------------------------------------------------------------------
 
-def _check_at(at) -> int:
-    if isinstance(at, bool) or not isinstance(at, (int, np.integer)):
-        raise TypeError(f"at must be an int split point in 1..{NUM_CONV}, got {at!r}")
-    if not 1 <= int(at) <= NUM_CONV:
-        raise ValueError(f"at must be a split point in 1..{NUM_CONV}, got {at}")
-    return int(at)
+_check_at = check_split_point  # one validation of split points for the whole library
 
 
 def _check_model(model) -> nn.Sequential:

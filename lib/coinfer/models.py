@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -34,6 +35,7 @@ __all__ = [
     "split",
     "feature_shape",
     "check_images",
+    "check_split_point",
     "NUM_CONV",
 ]
 
@@ -102,6 +104,15 @@ def check_images(x: torch.Tensor, *, name: str = "x") -> None:
         raise TypeError(f"{name} must be a floating-point tensor in [0, 1], got dtype {x.dtype}")
 
 
+def check_split_point(at) -> int:
+    """Validate a split point ``k ∈ {1, …, 6}`` and return it as ``int``."""
+    if isinstance(at, bool) or not isinstance(at, (int, np.integer)):
+        raise TypeError(f"at must be an int split point in 1..{NUM_CONV}, got {at!r}")
+    if not 1 <= int(at) <= NUM_CONV:
+        raise ValueError(f"at must be a split point in 1..{NUM_CONV}, got {at}")
+    return int(at)
+
+
 def _cut_index(model: nn.Sequential, at: int) -> int:
     """Index just after the ReLU that follows conv ``at``."""
     seen = 0
@@ -147,10 +158,7 @@ def split(model: nn.Sequential, *, at: int) -> SplitModel:
     """
     if not isinstance(model, nn.Sequential):
         raise TypeError(f"model must be an nn.Sequential (e.g. RoadSignCNN), got {type(model).__name__}")
-    if isinstance(at, bool) or not isinstance(at, int):
-        raise TypeError(f"at must be an int in 1..{NUM_CONV}, got {at!r}")
-    if not 1 <= at <= NUM_CONV:
-        raise ValueError(f"at must be a split point in 1..{NUM_CONV}, got {at}")
+    at = check_split_point(at)
     cut = _cut_index(model, at)
     layers = list(model)
     return SplitModel(nn.Sequential(*layers[:cut]), nn.Sequential(*layers[cut:]), at)
@@ -158,7 +166,6 @@ def split(model: nn.Sequential, *, at: int) -> SplitModel:
 
 def feature_shape(at: int) -> tuple[int, int, int]:
     """Shape ``(C, H, W)`` of the features the device sends at split point ``at``."""
-    if isinstance(at, bool) or not isinstance(at, int) or not 1 <= at <= NUM_CONV:
-        raise ValueError(f"at must be a split point in 1..{NUM_CONV}, got {at!r}")
+    at = check_split_point(at)
     side = IMAGE_SHAPE[1] // 2 ** ((at - 1) // 2)
     return (CHANNELS, side, side)

@@ -44,6 +44,7 @@ __all__ = [
     "confusion_matrix",
     "most_confused",
     "cpu_supports_bf16",
+    "use_bf16",
     "fixed_threads",
 ]
 
@@ -141,12 +142,17 @@ def cpu_supports_bf16() -> bool:
     return "amx_bf16" in flags or "avx512_bf16" in flags
 
 
-def _use_bf16(config: TrainConfig, device: torch.device) -> bool:
-    if config.mixed_precision == "off":
+def use_bf16(mixed_precision: str, device: torch.device) -> bool:
+    """Resolve a ``mixed_precision`` setting (``"auto"``, ``"bf16"``, ``"off"``) for ``device``."""
+    if mixed_precision == "off":
         return False
-    if config.mixed_precision == "bf16":
+    if mixed_precision == "bf16":
         return True
     return device.type == "cuda" or cpu_supports_bf16()
+
+
+def _use_bf16(config: TrainConfig, device: torch.device) -> bool:
+    return use_bf16(config.mixed_precision, device)
 
 
 @contextlib.contextmanager
