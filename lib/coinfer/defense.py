@@ -747,13 +747,13 @@ class AccuracyFit:
 
 
 def _fit_payload(settings: SweepConfig) -> dict:
-    from .train import _use_bf16  # the victim's weights depend on it (see train._cache_key)
+    from .train import use_bf16  # the victim's weights depend on it (see train._cache_key)
 
     device = default_device()
     payload = {
         "settings": dataclasses.asdict(settings),
         "device": device.type,
-        "bf16": _use_bf16(settings.victim, device),
+        "bf16": use_bf16(settings.victim.mixed_precision, device),
         "torch": torch.__version__.split("+")[0],
         "data": (str(data_root()) if settings.victim.data != "synthetic" else "synthetic"),
         "format": 1,
