@@ -49,3 +49,17 @@ def test_check_positive_float_rejects(bad, err):
 def test_check_positive_float_allow_zero():
     assert config.check_positive_float("x", 0, allow_zero=True) == 0.0
     assert config.check_positive_int("seed", 0, allow_zero=True) == 0
+
+
+def test_file_lock_excludes_other_processes(tmp_path):
+    import subprocess
+    import sys
+
+    lock = tmp_path / "x.lock"
+    probe = ("import fcntl, sys; h = open(sys.argv[1], 'w')\n"
+             "try:\n    fcntl.flock(h, fcntl.LOCK_EX | fcntl.LOCK_NB); print('free')\n"
+             "except BlockingIOError:\n    print('held')")
+    with config.file_lock(lock):
+        inside = subprocess.run([sys.executable, "-c", probe, str(lock)], capture_output=True, text=True)
+    after = subprocess.run([sys.executable, "-c", probe, str(lock)], capture_output=True, text=True)
+    assert inside.stdout.strip() == "held" and after.stdout.strip() == "free"

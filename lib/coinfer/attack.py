@@ -49,7 +49,7 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
-from .config import cache_dir, check_positive_float, check_positive_int
+from .config import cache_dir, check_positive_float, check_positive_int, file_lock
 from .data import ImageSet
 from .models import IMAGE_SHAPE, check_split_point, feature_shape, split
 from .train import fixed_threads, predict, use_bf16
@@ -897,23 +897,8 @@ def load_or_train_attacker(
     path = cache_dir("attackers") / f"{cache_key}-at{at}-{digest}.pt"
     # One lock per checkpoint: when two processes (two chapters, a chapter and a test) need the
     # same attacker at once, the second waits for the first and then loads its checkpoint.
-    with _file_lock(path.with_suffix(".lock")):
+    with file_lock(path.with_suffix(".lock")):
         return _load_or_train_locked(path, oracle, attacker_images, at, config, progress, retrain)
-
-
-@contextlib.contextmanager
-def _file_lock(path):
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows: no inter-process lock
-        yield
-        return
-    with open(path, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _load_or_train_locked(path, oracle, attacker_images, at, config, progress,

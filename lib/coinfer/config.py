@@ -9,6 +9,7 @@ Every path the library touches is resolved here, in one order that a reader can 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 from pathlib import Path
@@ -24,6 +25,7 @@ __all__ = [
     "seed_everything",
     "check_positive_int",
     "check_positive_float",
+    "file_lock",
 ]
 
 DATA_ENV = "COINFER_DATA"
@@ -95,3 +97,23 @@ def check_positive_float(name: str, value, *, allow_zero: bool = False) -> float
         bound = ">= 0" if allow_zero else "> 0"
         raise ValueError(f"{name} must be {bound}, got {value}")
     return value
+
+
+@contextlib.contextmanager
+def file_lock(path: str | os.PathLike):
+    """Hold an exclusive inter-process lock on ``path`` for the duration of the block.
+
+    The model caches use it so that two notebooks needing the same model at once train it once:
+    the second waits for the first and then loads its checkpoint.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: no inter-process lock
+        yield
+        return
+    with open(path, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

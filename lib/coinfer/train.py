@@ -27,7 +27,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .config import cache_dir, check_positive_float, check_positive_int, default_device
+from .config import cache_dir, check_positive_float, check_positive_int, default_device, file_lock
 from .data import ImageSet, load_signs, train_val_split
 from .models import RoadSignCNN, road_sign_cnn
 
@@ -401,20 +401,8 @@ def load_or_train(
     path = cache_dir("models") / f"victim-{_cache_key(config, train_set, device)}.pt"
     # A lock per checkpoint: when two notebooks (or a notebook and a test) need the same victim at
     # once, the second waits for the first to finish training and then loads its checkpoint.
-    with _file_lock(path.with_suffix(".lock")):
+    with file_lock(path.with_suffix(".lock")):
         return _load_or_train_locked(path, config, train_set, device, progress, retrain)
-
-
-@contextlib.contextmanager
-def _file_lock(path):
-    import fcntl
-
-    with open(path, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _load_or_train_locked(path, config, train_set, device, progress, retrain) -> TrainResult:
