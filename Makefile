@@ -21,6 +21,18 @@ export PYTHONHASHSEED := 0
 
 NBVAL := --nbval --nbval-current-env --nbval-cell-timeout=1800 --nbval-sanitize-with tests/nbval_sanitize.cfg
 NOTEBOOKS := book/0*.ipynb book/assignments/solutions
+# Both cores: pytest-xdist runs two workers; --dist loadfile keeps each notebook (and each test
+# file) on one worker, so nbval's cells run in order in one kernel.  Every torch step fixes its own
+# thread count, so results do not depend on how the work is spread.
+JOBS ?= 2
+XDIST := -n $(JOBS) --dist loadfile
+# The order in which `make book` starts the chapters, two at a time: Chapter 1 trains the victim
+# (both threads), the game notebooks need no model and run meanwhile; the others wait for the
+# victim on its file lock, then run side by side.
+BOOK_NOTEBOOKS := book/01_coinference.ipynb book/04_incentive.ipynb \
+  book/assignments/solutions/a4_incentive.ipynb book/02_spears.ipynb book/03_shields.ipynb \
+  book/assignments/solutions/a2_spears.ipynb book/assignments/solutions/a3_shields.ipynb \
+  book/assignments/solutions/a1_coinference.ipynb
 
 .PHONY: help install book book-render test test-unit bench clean sync
 
@@ -46,6 +58,7 @@ book: $(STAMP)
 	@if [ -f _build/.jupyter_cache/global.db ] && \
 	  [ -n "$$(find lib -name '*.py' -newer _build/.jupyter_cache/global.db | head -1)" ]; then \
 	  echo "lib/ changed: clearing the execution cache"; rm -rf _build/.jupyter_cache; fi
+	$(PY) -m coinfer.book execute --jobs $(JOBS) $(BOOK_NOTEBOOKS)
 	$(VENV)/bin/jupyter-book build . -W --keep-going
 	@echo "The book is in _build/html/index.html"
 
@@ -55,10 +68,10 @@ book-render: $(STAMP)
 	$(VENV)/bin/jupyter-book build . -W --keep-going --config _build/_config_render.yml
 
 test: $(STAMP)
-	$(PY) -m pytest tests $(NOTEBOOKS) $(NBVAL) -p no:cacheprovider
+	$(PY) -m pytest tests $(NOTEBOOKS) $(NBVAL) $(XDIST) -p no:cacheprovider
 
 test-unit: $(STAMP)
-	$(PY) -m pytest tests -p no:cacheprovider
+	$(PY) -m pytest tests $(XDIST) -p no:cacheprovider
 
 bench: $(STAMP)
 	$(PY) benchmarks/run.py

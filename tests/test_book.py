@@ -125,3 +125,44 @@ def test_environment_yml_lists_every_runtime_dependency():
     deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
     missing = {_requirement_name(d) for d in deps} - names
     assert not missing, f"environment.yml lacks {missing}"
+
+
+def test_execute_into_cache_fills_the_cache_myst_nb_reads(tmp_path):
+    import nbformat
+    from jupyter_cache import get_cache
+
+    from coinfer.book import execute_into_cache
+
+    paths = []
+    for name, code in [("a", "print(6 * 7)"), ("b", "import os; print(os.path.basename(os.getcwd()))")]:
+        nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(code)])
+        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+        path = tmp_path / "nbs" / f"{name}.ipynb"
+        path.parent.mkdir(exist_ok=True)
+        nbformat.write(nb, path)
+        paths.append(path)
+    cache_path = tmp_path / "cache"
+    seconds = execute_into_cache(paths, cache_path=cache_path, jobs=2, timeout=120)
+    assert all(s is not None for s in seconds.values())
+    cache = get_cache(str(cache_path))
+    for path, expected in zip(paths, ["42", "nbs"]):  # executed in the notebook's own folder
+        record = cache.match_cache_notebook(nbformat.read(path, as_version=4))
+        outputs = cache.get_cache_bundle(record.pk).nb.cells[0].outputs
+        assert outputs[0]["text"].strip() == expected
+    # a second run finds both cached and executes nothing
+    assert execute_into_cache(paths, cache_path=cache_path, jobs=2) == {str(p): None for p in paths}
+
+
+def test_execute_into_cache_reports_failures_and_bad_jobs(tmp_path):
+    import nbformat
+
+    from coinfer.book import execute_into_cache
+
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("raise ValueError('boom')")])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    path = tmp_path / "bad.ipynb"
+    nbformat.write(nb, path)
+    with pytest.raises(RuntimeError, match="bad.ipynb"):
+        execute_into_cache([path], cache_path=tmp_path / "cache", jobs=1, timeout=120)
+    with pytest.raises(ValueError, match="jobs"):
+        execute_into_cache([path], cache_path=tmp_path / "cache", jobs=0)

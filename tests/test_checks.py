@@ -18,7 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from coinfer import checks, game, metrics
+from coinfer import game, metrics
+from coinfer.assignments import checks
 from coinfer.costs import LinkModel, SplitCost
 from coinfer.data import to_float
 from coinfer.game import Market
@@ -77,6 +78,15 @@ def failed_checks(result: checks.TaskResult) -> set[str]:
 def test_every_checker_is_covered_and_exported():
     exported = {n for n in checks.__all__ if n.startswith("check_")}
     assert exported == set(CHECKERS)
+
+
+def test_old_location_re_exports_the_checkers():
+    """``from coinfer import checks`` (older notebooks) gives the very same objects."""
+    from coinfer import checks as old
+
+    assert old.__all__ == checks.__all__
+    assert all(getattr(old, n) is getattr(checks, n) for n in checks.__all__)
+    assert old._image_pairs is checks._image_pairs
 
 
 @pytest.mark.parametrize("checker", sorted(CHECKERS))

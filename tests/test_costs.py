@@ -53,3 +53,79 @@ def test_latency_rejects_bad_link(costs, field):
 def test_best_split_needs_costs():
     with pytest.raises(ValueError, match="costs"):
         best_split([], LinkModel(1, 1, 1))
+
+
+# --- every layer boundary, compression, and the bandwidth window (Chapter 1, Sects. 1.5–1.7) ---
+
+from coinfer.costs import (SplitCost, bandwidth_window, boundary_costs, compressed_accuracy,  # noqa: E402
+                           quantize_features, with_input_side)
+
+
+def test_boundary_costs_agree_with_split_costs_on_the_conv_splits(costs):
+    rows = {c.label: c for c in boundary_costs(road_sign_cnn())}
+    for c in costs[1:-1]:
+        assert (rows[c.label].device_flops, rows[c.label].sent_bytes) == (c.device_flops, c.sent_bytes)
+    assert rows["after pool3"].sent_bytes == 64 * 4 * 4 * 4
+    assert rows["after fc1"].sent_bytes == 256 * 4
+    # a pool costs (almost) nothing, so the pool boundary sends a quarter for the same compute
+    assert rows["after pool1"].sent_bytes * 4 == rows["split 2"].sent_bytes
+    labels = [c.label for c in boundary_costs(road_sign_cnn())]
+    assert labels[0] == "edge-only" and labels[-1] == "device-only" and len(labels) == len(set(labels))
+
+
+def test_boundary_costs_bits_and_larger_inputs():
+    model = road_sign_cnn()
+    r32 = boundary_costs(model, bits_per_value=32)
+    r4 = boundary_costs(model, bits_per_value=4)
+    assert all(a.sent_bytes == 8 * b.sent_bytes for a, b in zip(r32[1:-1], r4[1:-1]))
+    big = with_input_side(model, 96)
+    rows = boundary_costs(big, input_shape=(3, 96, 96))
+    assert rows[0].sent_bytes == 3 * 96 * 96
+    assert rows[0].edge_flops > 8 * r32[0].edge_flops  # 9× the pixels for every convolution
+    assert all(c.device_flops + c.edge_flops == rows[0].edge_flops for c in rows)
+    with pytest.raises(ValueError, match="side must be a multiple of 8"):
+        with_input_side(model, 100)
+    with pytest.raises(ValueError, match="bits_per_value"):
+        boundary_costs(model, bits_per_value=0)
+
+
+def test_bandwidth_window_is_exactly_where_the_split_beats_both_extremes():
+    rows = [SplitCost(0, "edge-only", 0, 10**9, 10_000), SplitCost(1, "cut", 10**7, 99 * 10**7, 500),
+            SplitCost(2, "late", 10**9 - 10, 10, 5_000), SplitCost(3, "device-only", 10**9, 0, 1)]
+    speeds = dict(device_flops_per_s=1e9, edge_flops_per_s=1e11)
+    windows = bandwidth_window(rows, **speeds)
+    assert windows["late"] is None
+    low, high = windows["cut"]
+    for bandwidth, inside in [(low * 0.9, False), (low * 1.1, True), (high * 0.9, True), (high * 1.1, False)]:
+        t = latency(rows, LinkModel(speeds["device_flops_per_s"], speeds["edge_flops_per_s"], bandwidth))
+        assert (t[1] < min(t[0], t[3])) == inside
+    with pytest.raises(ValueError, match="device_flops_per_s"):
+        bandwidth_window(rows, device_flops_per_s=1e12, edge_flops_per_s=1e11)
+
+
+def test_quantize_features_error_and_validation():
+    import torch
+
+    v = torch.rand(5, 64, 4, 4, generator=torch.Generator().manual_seed(0)) * 3
+    q = quantize_features(v, bits=8)
+    step = (v.flatten(1).amax(1) - v.flatten(1).amin(1)) / 255
+    assert torch.all((q - v).flatten(1).abs().amax(1) <= step / 2 + 1e-6)
+    assert len(torch.unique(quantize_features(v, bits=2)[0])) <= 4
+    assert quantize_features(v, bits=32) is v
+    constant = torch.ones(2, 3)
+    assert torch.equal(quantize_features(constant, bits=4), constant)
+    with pytest.raises(ValueError, match="bits"):
+        quantize_features(v, bits=0)
+
+
+def test_compressed_accuracy_matches_the_model_at_full_precision():
+    import torch
+
+    model = road_sign_cnn(seed=1).eval()
+    x = torch.rand(64, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        labels = model(x).argmax(1)
+    assert compressed_accuracy(model, x, labels, boundary=15, bits=32) == 1.0
+    assert compressed_accuracy(model, x, labels, boundary=15, bits=1) < 1.0
+    with pytest.raises(ValueError, match="boundary"):
+        compressed_accuracy(model, x, labels, boundary=0, bits=8)

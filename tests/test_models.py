@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch import nn
 
-from coinfer.models import RoadSignCNN, feature_shape, road_sign_cnn, split
+from coinfer.models import RoadSignCNN, device_part_parameters, feature_shape, road_sign_cnn, split
 
 
 @pytest.fixture(scope="module")
@@ -74,3 +74,22 @@ def test_integer_images_rejected(model):
 def test_bad_constructor_arguments():
     with pytest.raises(ValueError, match="num_classes"):
         RoadSignCNN(num_classes=0)
+
+
+@pytest.mark.parametrize("at", [1, 2, 4, 6])
+def test_device_part_parameters_are_those_of_the_first_convolutions(model, at):
+    params = device_part_parameters(model, at=at)
+    convs = [m for m in model if isinstance(m, nn.Conv2d)][:at]
+    assert [id(p) for p in params] == [id(p) for c in convs for p in (c.weight, c.bias)]
+    assert sum(p.numel() for p in params) == 3 * 64 * 9 + 64 + (at - 1) * (64 * 64 * 9 + 64)
+    # the device part of the split holds exactly these parameters
+    assert {id(p) for p in split(model, at=at).device.parameters()} == {id(p) for p in params}
+
+
+def test_device_part_parameters_rejects_bad_input(model):
+    with pytest.raises(TypeError, match="model"):
+        device_part_parameters(nn.Linear(2, 2), at=1)
+    with pytest.raises(ValueError, match="at"):
+        device_part_parameters(model, at=7)
+    with pytest.raises(ValueError, match="fewer than at = 3"):
+        device_part_parameters(nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU()), at=3)

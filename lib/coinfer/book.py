@@ -1,18 +1,27 @@
-"""Helpers for the book itself: the Colab set-up cell that opens every chapter.
+"""Helpers for the book itself: the Colab set-up cell that opens every chapter, and parallel execution.
 
 The repository URL and branch are set in one place, ``_config.yml`` (``repository.url`` and
 ``repository.branch``).  ``python -m coinfer.book sync`` writes the set-up cell derived from them
 into every notebook under ``book/``; ``python -m coinfer.book check`` (and a test) fails when a
 notebook's cell is out of date.
+
+``python -m coinfer.book execute NOTEBOOK ... --jobs 2`` executes the notebooks that are not yet in
+the book's execution cache (jupyter-cache, the one ``execute_notebooks: cache`` reads), several at a
+time, so that ``jupyter-book build`` afterwards only renders.  Jupyter Book itself executes one
+notebook after another, which leaves a second core idle.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
-__all__ = ["SETUP_TAGS", "read_repository", "colab_setup_source", "sync_setup_cells", "main"]
+__all__ = ["SETUP_TAGS", "read_repository", "colab_setup_source", "sync_setup_cells",
+           "execute_into_cache", "main"]
 
 #: ``remove-cell`` hides the cell in the HTML book; ``nbval-skip`` keeps nbval from running it.
 SETUP_TAGS = ["remove-cell", "nbval-skip", "colab-setup"]
@@ -90,12 +99,107 @@ def sync_setup_cells(
     return changed
 
 
+def _execute_one(path: str, timeout: int) -> tuple[str, str | None, float, str | None]:
+    """Run one notebook in its own folder (as myst-nb's ``cache`` mode does); return it as JSON."""
+    import nbformat
+    from jupyter_cache.executors.utils import single_nb_execution
+
+    nb = nbformat.read(path, as_version=4)
+    result = single_nb_execution(nb, cwd=str(Path(path).parent.resolve()), timeout=timeout,
+                                 allow_errors=False, meta_override=True)
+    if result.err is not None:
+        return path, None, result.time, result.exc_string
+    return path, nbformat.writes(nb), result.time, None
+
+
+def execute_into_cache(
+    notebooks: list[str | Path], *, cache_path: str | Path = "_build/.jupyter_cache", jobs: int = 2,
+    timeout: int = 1800,
+) -> dict[str, float | None]:
+    """Execute the notebooks missing from the jupyter-cache at ``cache_path``, ``jobs`` at a time.
+
+    The executed notebooks are stored exactly as myst-nb's ``execute_notebooks: cache`` stores
+    them (same cache, same hash of code cells and kernel spec), so the book build that follows
+    finds every notebook cached.  Results do not depend on ``jobs``: each chapter fixes its own
+    torch thread counts, and the model caches are guarded by an inter-process lock
+    (:func:`coinfer.config.file_lock`), so a notebook that needs a model another one is training
+    waits for it instead of training it twice.
+
+    Parameters
+    ----------
+    notebooks
+        Notebook paths, started in the order given (put the longest first).
+    cache_path
+        The book's execution cache (``nb_execution_cache_path``; Jupyter Book's default).
+    jobs
+        Notebooks executed at the same time.
+    timeout
+        Seconds allowed per cell.
+
+    Returns
+    -------
+    dict
+        Seconds per executed notebook (``None`` for one that was already cached).
+
+    Raises
+    ------
+    RuntimeError
+        When a notebook fails; the others still run and are cached.
+    """
+    import nbformat
+    from jupyter_cache import get_cache
+    from jupyter_cache.base import CacheBundleIn
+
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ValueError(f"jobs must be a positive int, got {jobs!r}")
+    cache = get_cache(str(cache_path))
+    seconds: dict[str, float | None] = {}
+    todo = []
+    for path in map(str, notebooks):
+        try:
+            cache.match_cache_notebook(nbformat.read(path, as_version=4))
+            seconds[path] = None
+        except KeyError:
+            todo.append(path)
+    failures = []
+    with ProcessPoolExecutor(max_workers=jobs) as pool:
+        futures = [pool.submit(_execute_one, path, timeout) for path in todo]
+        for future in as_completed(futures):
+            path, text, took, error = future.result()
+            seconds[path] = took
+            if error is not None:
+                failures.append(f"{path}:\n{error}")
+                print(f"FAILED  {path} after {took:.0f} s", flush=True)
+                continue
+            # The parent alone writes the cache database (SQLite), so workers never contend for it.
+            stage = cache.add_nb_to_project(path)
+            cache.cache_notebook_bundle(
+                CacheBundleIn(nbformat.reads(text, as_version=4), stage.uri,
+                              data={"execution_seconds": took}),
+                check_validity=False, overwrite=True)
+            print(f"executed {path} in {took:.0f} s", flush=True)
+    if failures:
+        raise RuntimeError("notebook execution failed:\n" + "\n".join(failures))
+    return seconds
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m coinfer.book", description=__doc__)
-    parser.add_argument("command", choices=["sync", "check"])
+    parser.add_argument("command", choices=["sync", "check", "execute"])
+    parser.add_argument("notebooks", nargs="*", help="for execute: the notebooks, longest first")
     parser.add_argument("--book", default="book")
     parser.add_argument("--config", default="_config.yml")
+    parser.add_argument("--cache", default="_build/.jupyter_cache")
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--timeout", type=int, default=1800)
     args = parser.parse_args(argv)
+    if args.command == "execute":
+        start = time.perf_counter()
+        execute_into_cache(args.notebooks, cache_path=args.cache, jobs=args.jobs,
+                           timeout=args.timeout)
+        print(f"notebooks ready in {time.perf_counter() - start:.0f} s "
+              f"({args.jobs} at a time, {os.cpu_count()} cores)")
+        return 0
     changed = sync_setup_cells(args.book, args.config, check=args.command == "check")
     for path in changed:
         print(("out of date: " if args.command == "check" else "updated: ") + str(path))

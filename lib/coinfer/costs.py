@@ -14,11 +14,29 @@ with device and edge throughputs s (FLOP/s), the sent bytes b(k) and the uplink 
 Two extra "split points" describe the other paradigms of the book: ``0`` is *edge-only* inference
 (the raw uint8 image is sent) and ``"device"`` is *device-only* inference (only the predicted
 label, one byte, is sent).
+
+:func:`split_costs` considers the paper's candidates (after each convolution's ReLU);
+:func:`boundary_costs` considers every layer boundary, as Neurosurgeon does (after each pool and
+after the hidden fully connected layer too), for any input size.  :func:`quantize_features`
+compresses the sent features to fewer bits, and :func:`compressed_accuracy` measures what that
+costs the classifier.
+
+Subtracting edge-only from split k gives the identity behind Chapter 1's lemma,
+
+.. math::
+
+    t(k) - t(\\text{edge-only}) = F_\\text{device}(k)\\Big(\\frac{1}{s_\\text{device}}
+      - \\frac{1}{s_\\text{edge}}\\Big) + \\frac{8\\,(b(k) - b_\\text{raw})}{B},
+
+so with a device slower than the edge a split can only beat edge-only when it sends fewer bytes
+than the raw image.
 """
 
 from __future__ import annotations
 
 from typing import NamedTuple, Sequence
+
+import copy
 
 import numpy as np
 import torch
@@ -28,7 +46,9 @@ from torch.utils.flop_counter import FlopCounterMode
 from .config import check_positive_float, check_positive_int
 from .models import IMAGE_SHAPE, NUM_CONV, split
 
-__all__ = ["SplitCost", "LinkModel", "split_costs", "latency", "best_split", "count_flops"]
+__all__ = ["SplitCost", "LinkModel", "split_costs", "boundary_costs", "latency", "best_split",
+           "count_flops", "with_input_side", "quantize_features", "compressed_accuracy",
+           "bandwidth_window"]
 
 RAW_IMAGE_BYTES = int(np.prod(IMAGE_SHAPE))  # 32×32×3 uint8 pixels
 
@@ -39,9 +59,10 @@ class SplitCost(NamedTuple):
     Attributes
     ----------
     at
-        ``0`` for edge-only, ``1 … 6`` for a split after conv k, ``7`` for device-only.
+        ``0`` for edge-only, ``1 … 6`` for a split after conv k, ``7`` for device-only
+        (:func:`split_costs`); in :func:`boundary_costs`, the number of layers run on the device.
     label
-        Human-readable name ("edge-only", "split 2", "device-only").
+        Human-readable name ("edge-only", "split 2", "after pool3", "device-only").
     device_flops, edge_flops
         Floating-point operations on each side (a multiply-add counts as 2).
     sent_bytes
@@ -125,3 +146,201 @@ def best_split(costs: Sequence[SplitCost], link: LinkModel) -> SplitCost:
     if not costs:
         raise ValueError("costs must not be empty")
     return costs[int(np.argmin(latency(costs, link)))]
+
+
+_POOLS = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d)
+
+
+def _boundary_label(model: nn.Sequential, i: int) -> str | None:
+    """Name of the boundary after layer ``i`` of ``model``, or ``None`` for one that is no candidate.
+
+    Candidates are the outputs of each ReLU, each pool and each composite block (a child with
+    children of its own, e.g. a ResNet stage).  A convolution's or a linear layer's raw output
+    has the size of the ReLU after it, and ``Flatten`` only reshapes, so they add no candidate.
+    """
+    names, layers = zip(*model.named_children())
+    layer = layers[i]
+    if isinstance(layer, _POOLS):
+        return f"after pool{sum(isinstance(m, _POOLS) for m in layers[:i + 1])}"
+    if next(layer.children(), None) is not None:
+        return f"after {names[i]}"
+    if isinstance(layer, nn.ReLU) and i + 1 < len(layers):
+        previous = layers[i - 1]
+        if isinstance(previous, nn.Conv2d):
+            return f"split {sum(isinstance(m, nn.Conv2d) for m in layers[:i])}"
+        if isinstance(previous, nn.Linear):
+            return f"after fc{sum(isinstance(m, nn.Linear) for m in layers[:i])}"
+    return None
+
+
+def boundary_costs(
+    model: nn.Sequential, *, bits_per_value: int = 32, input_shape: Sequence[int] = IMAGE_SHAPE
+) -> list[SplitCost]:
+    """Per-image costs of every layer-boundary split of a flat network (Neurosurgeon's candidates).
+
+    Kang et al. (2017) partition a network after *any* layer; this counts, for each candidate
+    boundary (after each ReLU and each pool, see Chapter 1, Sect. 1.6), the FLOPs on each side
+    and the bytes sent, plus edge-only (raw uint8 input) and device-only (a 1-byte label).
+
+    Parameters
+    ----------
+    model
+        A flat ``nn.Sequential`` (e.g. :class:`coinfer.models.RoadSignCNN`, or
+        :func:`with_input_side` of it).  Its layers are run one by one, so the input-shape check
+        of ``RoadSignCNN.forward`` does not apply.
+    bits_per_value
+        Bits per transmitted feature value (32 for float32, 8 for int8, 4 for 4-bit codes);
+        the bytes sent are :math:`\\lceil n\\,\\text{bits}/8\\rceil` for n values.
+    input_shape
+        ``(C, H, W)`` of one input image.
+
+    Returns
+    -------
+    list of SplitCost
+        Edge-only first, then the boundaries in network order, then device-only.
+    """
+    if not isinstance(model, nn.Sequential):
+        raise TypeError(f"model must be a flat nn.Sequential, got {type(model).__name__}")
+    check_positive_int("bits_per_value", bits_per_value)
+    shape = tuple(int(d) for d in input_shape)
+    if len(shape) != 3 or min(shape) < 1:
+        raise ValueError(f"input_shape must be (C, H, W) with positive sizes, got {input_shape!r}")
+    layers = list(model)
+    x = torch.zeros((1, *shape), device=next(model.parameters()).device)
+    flops, sizes = [], []
+    with torch.no_grad():
+        for layer in layers:
+            flops.append(count_flops(layer, x))
+            x = layer(x)
+            sizes.append(int(x.numel()))
+    total = sum(flops)
+    raw = int(np.prod(shape))
+    rows = [SplitCost(0, "edge-only", 0, total, raw)]
+    for i in range(len(layers)):
+        label = _boundary_label(model, i)
+        if label is not None:
+            device = sum(flops[:i + 1])
+            sent = -(-sizes[i] * bits_per_value // 8)
+            rows.append(SplitCost(i + 1, label, device, total - device, sent))
+    rows.append(SplitCost(len(layers), "device-only", total, 0, 1))
+    return rows
+
+
+def with_input_side(model: nn.Sequential, side: int) -> nn.Sequential:
+    """A copy of the paper's CNN for ``side × side`` inputs (Chapter 1's larger-image case).
+
+    Convolutions and pools do not depend on the input size; only the first linear layer's input
+    width does, so it is replaced by an (untrained) layer of the right width.  Meant for counting
+    costs with :func:`boundary_costs`, not for classifying.
+    """
+    check_positive_int("side", side)
+    pools = sum(isinstance(m, nn.MaxPool2d) for m in model)
+    if side % 2 ** pools:
+        raise ValueError(f"side must be a multiple of {2 ** pools} (the network pools {pools} "
+                         f"times), got {side}")
+    layers = [copy.deepcopy(m) for m in model]
+    first = next(i for i, m in enumerate(layers) if isinstance(m, nn.Linear))
+    channels = [m for m in layers if isinstance(m, nn.Conv2d)][-1].out_channels
+    width = channels * (side // 2 ** pools) ** 2
+    layers[first] = nn.Linear(width, layers[first].out_features)
+    return nn.Sequential(*layers)
+
+
+def quantize_features(features: torch.Tensor, *, bits: int) -> torch.Tensor:
+    """Uniform ``bits``-bit quantisation of each sample's features, returned de-quantised.
+
+    Each sample is scaled by its own minimum and maximum (sent with it as two float32 values,
+    8 bytes), rounded to one of :math:`2^{bits}` levels and mapped back:
+    :math:`\\hat v = m + \\mathrm{round}\\big((v - m)/\\Delta\\big)\\,\\Delta` with
+    :math:`\\Delta = (M - m)/(2^{bits} - 1)`.  ``bits=32`` returns the features unchanged.
+    """
+    if not isinstance(features, torch.Tensor) or features.dim() < 2:
+        raise TypeError("features must be a torch.Tensor of shape (batch, ...)")
+    if isinstance(bits, bool) or not isinstance(bits, int) or not (1 <= bits <= 16 or bits == 32):
+        raise ValueError(f"bits must be an int in 1..16 or 32, got {bits!r}")
+    if bits == 32:
+        return features
+    flat = features.flatten(1)
+    low = flat.min(1, keepdim=True).values
+    step = (flat.max(1, keepdim=True).values - low) / (2 ** bits - 1)
+    step = torch.where(step > 0, step, torch.ones_like(step))  # a constant sample is exact
+    return (low + torch.round((flat - low) / step) * step).view_as(features)
+
+
+def compressed_accuracy(
+    model: nn.Sequential, images: torch.Tensor, labels: torch.Tensor, *, boundary: int, bits: int,
+    batch_size: int = 1000,
+) -> float:
+    """Test accuracy when the features after layer ``boundary`` are sent with ``bits`` bits.
+
+    Parameters
+    ----------
+    model
+        The trained flat CNN.
+    images, labels
+        Test images ``(n, 3, 32, 32)`` in [0, 1] and their labels.
+    boundary
+        Number of layers run on the device (``SplitCost.at`` of :func:`boundary_costs`).
+    bits
+        Bits per feature value (see :func:`quantize_features`).
+    """
+    layers = list(model)
+    if isinstance(boundary, bool) or not isinstance(boundary, int) or not 1 <= boundary < len(layers):
+        raise ValueError(f"boundary must be an int in 1..{len(layers) - 1}, got {boundary!r}")
+    if len(images) != len(labels):
+        raise ValueError(f"images and labels differ in length: {len(images)} vs {len(labels)}")
+    device_part, edge_part = nn.Sequential(*layers[:boundary]), nn.Sequential(*layers[boundary:])
+    param = next(model.parameters())
+    correct = 0
+    with torch.no_grad():
+        for start in range(0, len(images), batch_size):
+            x = images[start:start + batch_size].to(param.device, param.dtype)
+            v = quantize_features(device_part(x), bits=bits)
+            pred = edge_part(v).argmax(1).cpu()
+            correct += int((pred == labels[start:start + batch_size]).sum())
+    return correct / len(images)
+
+
+def bandwidth_window(
+    costs: Sequence[SplitCost], *, device_flops_per_s: float, edge_flops_per_s: float
+) -> dict[str, tuple[float, float] | None]:
+    """For each split, the open bandwidth interval in which it beats both edge- and device-only.
+
+    From the latency model (Chapter 1, lemma ``lem-split-vs-edge``), with
+    :math:`c = 1/s_\\text{device} - 1/s_\\text{edge} > 0`, raw-image bytes :math:`b_0` and a one-byte
+    label, split k is faster than edge-only iff :math:`B < 8\\,(b_0 - b(k)) / (c\\,F_\\text{device}(k))`
+    and faster than device-only iff :math:`B > 8\\,(b(k) - 1) / (c\\,F_\\text{edge}(k))`.  The window
+    is empty unless :math:`F_\\text{edge}(k) / F_\\text{device}(k) > (b(k) - 1)/(b_0 - b(k))`, a
+    condition that does not depend on the two speeds.
+
+    Parameters
+    ----------
+    costs
+        Rows from :func:`split_costs` or :func:`boundary_costs` (first edge-only, last device-only).
+    device_flops_per_s, edge_flops_per_s
+        Throughputs; the device must be the slower.
+
+    Returns
+    -------
+    dict
+        ``label -> (B_low, B_high)`` in bit/s, or ``None`` where no bandwidth makes the split win.
+    """
+    check_positive_float("device_flops_per_s", device_flops_per_s)
+    check_positive_float("edge_flops_per_s", edge_flops_per_s)
+    if device_flops_per_s >= edge_flops_per_s:
+        raise ValueError(f"device_flops_per_s ({device_flops_per_s}) must be below "
+                         f"edge_flops_per_s ({edge_flops_per_s}) for the window to be an interval")
+    if len(costs) < 3 or costs[0].label != "edge-only" or costs[-1].label != "device-only":
+        raise ValueError("costs must start with edge-only and end with device-only "
+                         "(as split_costs and boundary_costs return them)")
+    c = 1 / device_flops_per_s - 1 / edge_flops_per_s
+    raw = costs[0].sent_bytes
+    windows: dict[str, tuple[float, float] | None] = {}
+    for row in costs[1:-1]:
+        if row.sent_bytes >= raw or row.edge_flops == 0:
+            windows[row.label] = None
+            continue
+        low = 8 * (row.sent_bytes - 1) / (c * row.edge_flops)
+        high = 8 * (raw - row.sent_bytes) / (c * row.device_flops) if row.device_flops else np.inf
+        windows[row.label] = (low, high) if low < high else None
+    return windows

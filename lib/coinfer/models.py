@@ -5,9 +5,10 @@ convolution layer has 64 channels and the kernel size is 3.  There is a maxpooli
 every two convolution layers.  The model is partitioned at the 2nd, 4th, and 6th convolution
 layers."
 
-Split convention (the one of He, Zhang & Lee 2019, whose "ReLU22" split is after the second
-convolution's ReLU): ``split(model, at=k)`` cuts **after conv k's ReLU and before the pool that
-follows it**, so the device sends
+Split convention (the one of He, Zhang & Lee 2019: their "ReLU22", after the ReLU of the second
+block's second convolution, is our split 4, and their "ReLU12" our split 2):
+``split(model, at=k)`` cuts **after conv k's ReLU and before the pool that follows it**, so the
+device sends
 
 ======  =====================  ===========================
 k       feature shape          floats sent (raw image: 3,072)
@@ -16,6 +17,10 @@ k       feature shape          floats sent (raw image: 3,072)
 3, 4    64 × 16 × 16           16,384
 5, 6    64 × 8 × 8             4,096
 ======  =====================  ===========================
+
+:func:`device_part_parameters` lists the parameters :math:`\\theta_1` of the device part (the
+convolutions ``1 … k``): what the shield of Chapter 3 clips and perturbs, and what the privacy
+accounting counts.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ __all__ = [
     "feature_shape",
     "check_images",
     "check_split_point",
+    "device_part_parameters",
     "NUM_CONV",
 ]
 
@@ -169,3 +175,27 @@ def feature_shape(at: int) -> tuple[int, int, int]:
     at = check_split_point(at)
     side = IMAGE_SHAPE[1] // 2 ** ((at - 1) // 2)
     return (CHANNELS, side, side)
+
+
+# ----------------------------------------------------------------------------------------------
+# the device part θ1
+# ----------------------------------------------------------------------------------------------
+
+def _check_model(model) -> nn.Sequential:
+    if not isinstance(model, nn.Sequential):
+        raise TypeError(f"model must be an nn.Sequential (e.g. RoadSignCNN), got "
+                        f"{type(model).__name__}")
+    return model
+
+
+def _device_convs(model: nn.Sequential, at: int) -> list[nn.Conv2d]:
+    convs = [m for m in model if isinstance(m, nn.Conv2d)]
+    if len(convs) < at:
+        raise ValueError(f"model has {len(convs)} convolutions, fewer than at = {at}")
+    return convs[:at]
+
+
+def device_part_parameters(model: nn.Sequential, *, at: int) -> list[nn.Parameter]:
+    r"""The parameters :math:`\theta_1` of the device part at split ``at`` (convolutions 1…at)."""
+    model, at = _check_model(model), check_split_point(at)
+    return [p for conv in _device_convs(model, at) for p in conv.parameters()]

@@ -1,22 +1,13 @@
-r"""Differential privacy for the shields: the Laplace mechanism, honest accounting, empirical audits.
+r"""Empirical audits of differential privacy (Jagielski, Ullman & Oprea 2020).
 
-Three things live here.
-
-* **The Laplace mechanism** (Dwork, McSherry, Nissim & Smith 2006; Dwork & Roth 2014, Thm 3.6):
-  :func:`laplace_noise` draws :math:`\mathrm{Lap}(0, b)` through a ``torch.Generator`` and
-  :func:`laplace_mechanism` releases :math:`f(D) + \mathrm{Lap}(0, \Delta_1 f/\epsilon)^k`.
-* **Calibration with honest names.**  The paper (Wu et al. 2021, Sect. 3.2 and Theorem 1) adds
-  :math:`\mathrm{Lap}(0, 2G/\epsilon)` to every coordinate of the clipped device parameters
-  :math:`\theta_1 \in [-G, G]^d`.  That is the Laplace scale for the sensitivity of *one
-  coordinate* (``"per-coordinate"``); the :math:`\ell_1` sensitivity of the whole vector is
-  :math:`2Gd` and the scale that makes the release :math:`\epsilon`-DP is :math:`2Gd/\epsilon`
-  (``"whole-vector"``).  :func:`privacy_guarantee` reports what a given setting really
-  guarantees, and for which neighbouring relation.
-* **Empirical audits** in the style of Jagielski, Ullman & Oprea (2020): run a mechanism many
-  times on two neighbouring inputs, threshold a distinguisher's score, and turn the two observed
-  frequencies into a lower bound on :math:`\epsilon` with Clopper–Pearson (1934) confidence
-  bounds (:func:`audit_scores`, :func:`audit_mechanism`).  If a mechanism is
-  :math:`\epsilon`-DP the bound exceeds :math:`\epsilon` with probability at most ``alpha``.
+Run a mechanism many times on two neighbouring inputs, threshold a distinguisher's score, and
+turn the two observed frequencies into a lower bound on :math:`\epsilon` with Clopper–Pearson
+(1934) confidence bounds: :func:`clopper_pearson`, :func:`epsilon_lower_bound`,
+:func:`audit_scores`, :func:`audit_mechanism`.  If a mechanism is :math:`\epsilon`-DP the bound
+exceeds :math:`\epsilon` with probability at most ``alpha``.  :func:`distinguishing_bound` is the
+best balanced accuracy an :math:`\epsilon`-DP mechanism allows; :func:`scalar_laplace`,
+:func:`randomized_response` and :func:`vector_laplace_release` are reference mechanisms of known
+:math:`\epsilon` for checking the audit.
 """
 
 from __future__ import annotations
@@ -29,27 +20,16 @@ import numpy as np
 import torch
 from scipy import stats
 
-from .config import check_positive_float, check_positive_int
+from ..config import check_positive_float, check_positive_int
+from .mechanisms import check_epsilon, laplace_noise
 
 __all__ = [
-    "CALIBRATIONS",
-    "POLICIES",
-    "check_epsilon",
-    "check_calibration",
-    "check_policy",
-    "laplace_noise",
-    "laplace_mechanism",
-    "per_coordinate_sensitivity",
-    "l1_sensitivity",
-    "noise_scale",
-    "PrivacyGuarantee",
-    "privacy_guarantee",
-    "format_epsilon",
     "clopper_pearson",
     "epsilon_lower_bound",
     "distinguishing_bound",
     "AuditResult",
     "audit_scores",
+    "Mechanism",
     "audit_mechanism",
     "scalar_laplace",
     "randomized_response",
@@ -57,41 +37,10 @@ __all__ = [
     "sum_score",
 ]
 
-#: ``"per-coordinate"``: the paper's scale 2G/ε (ε-DP for one coordinate only);
-#: ``"whole-vector"``: the scale 2G·d/ε that makes the d-dimensional release ε-DP.
-CALIBRATIONS = ("per-coordinate", "whole-vector")
-#: ``"once"``: noise drawn once at deployment; ``"fresh"``: new noise at every inference.
-POLICIES = ("once", "fresh")
-
 
 # ----------------------------------------------------------------------------------------------
-# validation
+# audits
 # ----------------------------------------------------------------------------------------------
-
-def check_epsilon(epsilon, *, name: str = "epsilon") -> float:
-    """A privacy budget: a finite real number > 0 (raises ``TypeError``/``ValueError`` naming it)."""
-    return check_positive_float(name, epsilon)
-
-
-def check_calibration(calibration) -> str:
-    """One of :data:`CALIBRATIONS`."""
-    if not isinstance(calibration, str) or calibration not in CALIBRATIONS:
-        raise ValueError(f"calibration must be one of {CALIBRATIONS}, got {calibration!r}")
-    return calibration
-
-
-def check_policy(policy) -> str:
-    """One of :data:`POLICIES`."""
-    if not isinstance(policy, str) or policy not in POLICIES:
-        raise ValueError(f"policy must be one of {POLICIES}, got {policy!r}")
-    return policy
-
-
-def _check_generator(generator) -> torch.Generator:
-    if not isinstance(generator, torch.Generator):
-        raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
-    return generator
-
 
 def _check_alpha(alpha) -> float:
     alpha = check_positive_float("alpha", alpha)
@@ -99,261 +48,6 @@ def _check_alpha(alpha) -> float:
         raise ValueError(f"alpha must be in (0, 1), got {alpha}")
     return alpha
 
-
-# ----------------------------------------------------------------------------------------------
-# the Laplace mechanism
-# ----------------------------------------------------------------------------------------------
-
-# |u - 1/2| is clamped below 1/2 by one float32 ulp so that log1p never sees -1: the tails are cut
-# at b·ln(2^24) ≈ 16.6 b, a mass of 6·10⁻⁸ (floating-point Laplace samplers are only
-# approximately DP in any case, Mironov 2012).
-_HALF_OPEN = 0.5 - 2.0 ** -25
-
-
-def laplace_noise(
-    shape: Sequence[int] | torch.Size,
-    *,
-    scale: float,
-    generator: torch.Generator,
-    dtype: torch.dtype = torch.float32,
-    device: torch.device | str | None = None,
-) -> torch.Tensor:
-    r"""I.i.d. :math:`\mathrm{Lap}(0, b)` noise of the given shape, density :math:`e^{-|y|/b}/(2b)`.
-
-    Inverse-CDF sampling from one uniform per coordinate: with :math:`u \sim U(-\tfrac12,\tfrac12)`,
-    :math:`y = -b\,\mathrm{sgn}(u)\log(1 - 2|u|)`.  The uniforms come from ``generator`` (on the
-    CPU), so a seeded generator gives the same noise on every device.
-
-    Parameters
-    ----------
-    shape
-        Shape of the noise tensor.
-    scale
-        :math:`b > 0` (finite).  The standard deviation is :math:`\sqrt2\,b`.
-    generator
-        A CPU ``torch.Generator``; it is advanced by ``prod(shape)`` draws.
-    """
-    scale = check_positive_float("scale", scale)
-    _check_generator(generator)
-    u = torch.rand(tuple(shape), generator=generator, dtype=torch.float32).sub_(0.5)
-    magnitude = u.abs().clamp_(max=_HALF_OPEN).mul_(-2.0).log1p_().mul_(-scale)
-    noise = magnitude.mul_(torch.sign(u))
-    return noise.to(device=device, dtype=dtype) if (device is not None or dtype != torch.float32) \
-        else noise
-
-
-def laplace_mechanism(
-    value: torch.Tensor | np.ndarray | float,
-    *,
-    epsilon: float,
-    sensitivity: float,
-    generator: torch.Generator,
-) -> torch.Tensor:
-    r"""The Laplace mechanism :math:`M(D) = f(D) + (Y_1, \dots, Y_k)`, :math:`Y_i \sim \mathrm{Lap}(\Delta_1 f/\epsilon)`.
-
-    Theorem 3.6 of Dwork & Roth (2014) (the theorem "Laplace mechanism" of Chapter 3 of the book):
-    when ``sensitivity`` is the :math:`\ell_1` sensitivity
-    :math:`\Delta_1 f = \max_{D \sim D'} \|f(D) - f(D')\|_1` of the *whole* output
-    ``value = f(D)``, the release is :math:`\epsilon`-DP.
-
-    Returns a new float tensor (``value`` is not modified).
-    """
-    epsilon = check_epsilon(epsilon)
-    sensitivity = check_positive_float("sensitivity", sensitivity)
-    value = torch.as_tensor(value)
-    if not value.is_floating_point():
-        value = value.to(torch.get_default_dtype())
-    if not bool(torch.isfinite(value).all()):
-        raise ValueError("value must be finite (got NaN or inf entries)")
-    noise = laplace_noise(value.shape, scale=sensitivity / epsilon, generator=generator,
-                          dtype=value.dtype, device=value.device)
-    return value + noise
-
-
-# ----------------------------------------------------------------------------------------------
-# sensitivity and calibration of the parameter perturbation
-# ----------------------------------------------------------------------------------------------
-
-def per_coordinate_sensitivity(clip_bound: float) -> float:
-    r""":math:`\max |\theta_i - \theta'_i| = 2G` for coordinates clipped to :math:`[-G, G]`.
-
-    This is the quantity the paper's sensitivity display (Sect. 3.2 of Wu et al. 2021) bounds;
-    it is the :math:`\ell_\infty` (one-coordinate) sensitivity, not the :math:`\ell_1` one.
-    """
-    return 2.0 * check_positive_float("clip_bound", clip_bound)
-
-
-def l1_sensitivity(num_parameters: int, clip_bound: float) -> float:
-    r"""The :math:`\ell_1` sensitivity :math:`2Gd` of a vector :math:`\theta \in [-G, G]^d`.
-
-    :math:`\sup_{\theta, \theta' \in [-G,G]^d} \|\theta - \theta'\|_1 = 2Gd`, attained at
-    :math:`\theta = G\mathbf 1`, :math:`\theta' = -G\mathbf 1`.  Without further knowledge of the
-    training algorithm this is the sensitivity of its clipped output to *any* change of the
-    training set (Chaudhuri, Monteleoni & Sarwate 2011 call this output perturbation).
-    """
-    d = check_positive_int("num_parameters", num_parameters)
-    return 2.0 * check_positive_float("clip_bound", clip_bound) * d
-
-
-def noise_scale(
-    *, epsilon: float, clip_bound: float, num_parameters: int, calibration: str = "per-coordinate"
-) -> float:
-    r"""Laplace scale :math:`b` added to each of the :math:`d` clipped parameters.
-
-    ``"per-coordinate"`` — :math:`b = 2G/\epsilon`, the paper's Algorithm 2 / Theorem 1.
-    ``"whole-vector"`` — :math:`b = 2Gd/\epsilon`, the Laplace mechanism for the
-    :math:`\ell_1` sensitivity :math:`2Gd` of the whole vector (Dwork & Roth 2014, Thm 3.6).
-    """
-    epsilon = check_epsilon(epsilon)
-    check_calibration(calibration)
-    if calibration == "per-coordinate":
-        return per_coordinate_sensitivity(clip_bound) / epsilon
-    return l1_sensitivity(num_parameters, clip_bound) / epsilon
-
-
-def format_epsilon(value: float, digits: int = 2) -> str:
-    """``5`` → ``"5"``, ``562880`` → ``"5.6×10⁵"``, ``inf`` → ``"∞"`` (for text and tables)."""
-    if math.isinf(value):
-        return "∞"
-    if value == 0:
-        return "0"
-    exponent = int(math.floor(math.log10(abs(value))))
-    if -2 <= exponent <= 3:
-        text = f"{value:.{max(0, digits - 1 - exponent)}f}" if exponent < digits else f"{value:.0f}"
-        return text.rstrip("0").rstrip(".") if "." in text else text
-    mantissa = value / 10 ** exponent
-    sup = str(exponent).translate(str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹"))
-    return f"{mantissa:.{digits - 1}f}×10{sup}"
-
-
-@dataclass(frozen=True)
-class PrivacyGuarantee:
-    r"""What a parameter-perturbation setting actually guarantees.
-
-    Attributes
-    ----------
-    nominal_epsilon
-        The :math:`\epsilon` the setting was configured with.
-    calibration, policy
-        See :data:`CALIBRATIONS` and :data:`POLICIES`.
-    num_parameters
-        :math:`d`, the number of perturbed (clipped) parameters.
-    clip_bound
-        :math:`G`.
-    scale
-        The Laplace scale :math:`b` added to every parameter.
-    per_coordinate_epsilon
-        :math:`2G/b`: the guarantee for the release of *one* parameter.
-    whole_vector_epsilon
-        :math:`2Gd/b`: the guarantee for the release of the whole :math:`\theta_1` (with respect
-        to any change of the training set), i.e. for one deployment.  Tight: no smaller
-        :math:`\epsilon` holds for every training algorithm with outputs in :math:`[-G,G]^d`.
-    num_inferences
-        :math:`T`, the number of inferences an eavesdropper observes.
-    training_data_epsilon
-        The guarantee for the training set after :math:`T` observed inferences:
-        ``whole_vector_epsilon`` under ``"once"`` (post-processing of one release),
-        :math:`T\times` ``whole_vector_epsilon`` under ``"fresh"`` (basic composition of
-        :math:`T` releases).
-    inference_input_epsilon
-        The guarantee for the vehicle's inference input :math:`x`: ``inf`` — parameter noise is
-        not a mechanism on :math:`x` (see Chapter 3 and the audits).
-    split_at
-        The split point, when known (for the text).
-    """
-
-    nominal_epsilon: float
-    calibration: str
-    policy: str
-    num_parameters: int
-    clip_bound: float
-    scale: float
-    per_coordinate_epsilon: float
-    whole_vector_epsilon: float
-    num_inferences: int
-    training_data_epsilon: float
-    inference_input_epsilon: float = math.inf
-    split_at: int | None = None
-
-    def summary(self) -> str:
-        """One line, e.g. ``per-coordinate ε = 5; whole vector ε = 5·d = 5.6×10⁵ at split 4``."""
-        where = f" at split {self.split_at}" if self.split_at is not None else ""
-        d = self.num_parameters
-        if self.calibration == "per-coordinate":
-            vec = f"{format_epsilon(self.per_coordinate_epsilon)}·d = " \
-                  f"{format_epsilon(self.whole_vector_epsilon)}"
-        else:
-            vec = format_epsilon(self.whole_vector_epsilon)
-        text = (f"per-coordinate ε = {format_epsilon(self.per_coordinate_epsilon)}; "
-                f"whole vector ε = {vec}{where} (d = {d:,})")
-        if self.policy == "fresh" and self.num_inferences > 1:
-            text += (f"; training data after T = {self.num_inferences:,} fresh inferences: "
-                     f"ε = {format_epsilon(self.training_data_epsilon)}")
-        return text + "; inference input x: no guarantee (ε = ∞)"
-
-    def __str__(self) -> str:  # pragma: no cover - thin wrapper
-        return self.summary()
-
-
-def privacy_guarantee(
-    num_parameters: int | torch.nn.Module,
-    *,
-    epsilon: float,
-    clip_bound: float,
-    calibration: str = "per-coordinate",
-    policy: str = "once",
-    num_inferences: int = 1,
-    at: int | None = None,
-) -> PrivacyGuarantee:
-    r"""The guarantee that actually holds for Laplace noise on :math:`d` clipped parameters.
-
-    Parameters
-    ----------
-    num_parameters
-        :math:`d`, or a model: then ``at`` must be given and :math:`d` is the number of
-        parameters of its first ``at`` convolutions (the device part :math:`\theta_1`).
-    epsilon, clip_bound, calibration
-        The setting (see :func:`noise_scale`).
-    policy
-        ``"once"`` or ``"fresh"`` (see :data:`POLICIES`); matters for ``num_inferences > 1``.
-    num_inferences
-        How many inferences of the vehicle an eavesdropper observes.
-    at
-        Split point (required with a model, optional otherwise; only used for the text).
-
-    Notes
-    -----
-    The proof is the corrected theorem of Chapter 3: releasing :math:`\theta_1 + \eta` with
-    :math:`\eta_i \sim \mathrm{Lap}(b)` i.i.d. and :math:`\theta_1 \in [-G, G]^d` is
-    :math:`(2Gd/b)`-DP with respect to the training set, every inference computed from one
-    release inherits it (post-processing), and :math:`T` fresh releases compose to
-    :math:`T\cdot 2Gd/b`.
-    """
-    if isinstance(num_parameters, torch.nn.Module):
-        if at is None:
-            raise ValueError("at must be given when num_parameters is a model")
-        from .defense import device_part_parameters
-
-        d = sum(p.numel() for p in device_part_parameters(num_parameters, at=at))
-    else:
-        d = check_positive_int("num_parameters", num_parameters)
-    check_policy(policy)
-    T = check_positive_int("num_inferences", num_inferences)
-    b = noise_scale(epsilon=epsilon, clip_bound=clip_bound, num_parameters=d,
-                    calibration=calibration)
-    G = float(clip_bound)
-    whole = 2 * G * d / b
-    return PrivacyGuarantee(
-        nominal_epsilon=float(epsilon), calibration=calibration, policy=policy, num_parameters=d,
-        clip_bound=G, scale=b, per_coordinate_epsilon=2 * G / b, whole_vector_epsilon=whole,
-        num_inferences=T, training_data_epsilon=whole * (T if policy == "fresh" else 1),
-        split_at=at,
-    )
-
-
-# ----------------------------------------------------------------------------------------------
-# audits
-# ----------------------------------------------------------------------------------------------
 
 def _check_counts(k, n, name):
     n = check_positive_int(f"n_{name}", n)

@@ -1,0 +1,103 @@
+r"""Shields: the paper's model-perturbation defence, two baselines, and the accuracy-vs-ε curve.
+
+**Model perturbation** (Algorithm 2 of Wu et al. 2021).  The device part :math:`\theta_1` (the
+parameters of the first ``at`` convolutions) is clipped to :math:`[-G, G]` during training
+(:func:`coinfer.train.clip_parameters`) and Laplace noise is added to every parameter:
+:func:`perturb_parameters` returns a *new* model (the input is never modified).  Two choices the
+paper leaves open are explicit arguments:
+
+* ``policy="once"`` — the noise is drawn once, at deployment, and the vehicle runs the fixed
+  :math:`f_{\tilde\theta_1}`; ``policy="fresh"`` — every image of every forward call gets its own
+  noise draw, from a ``torch.Generator`` the returned model owns.
+* ``calibration="per-coordinate"`` — the paper's scale :math:`2G/\epsilon`;
+  ``calibration="whole-vector"`` — :math:`2Gd/\epsilon`, the Laplace mechanism for the
+  :math:`\ell_1` sensitivity of the whole vector (see :mod:`coinfer.privacy`).
+
+**Baseline shields** that act on the intermediate output :math:`v = f_{\theta_1}(x)` instead:
+Laplace noise (Titcombe et al. 2021; Ryu et al. 2021) and dropout (He, Zhang & Lee 2020).  Each
+shield is a small frozen parameter object (:class:`ParameterNoise`, :class:`OutputNoise`,
+:class:`OutputDropout`) and :func:`apply_shield` turns it into a defended
+:class:`~coinfer.models.SplitModel`.
+
+**Fig. 5 and the fit** :math:`A(\epsilon) = a\log(b\epsilon + 1)` (Sect. 4.1 of the paper):
+:func:`accuracy_sweep`, :func:`fit_accuracy_curve` and :func:`fitted_accuracy_curve`, which
+caches the fit that Chapter 3 computes (``coinfer.config.cache_dir("fits")``) so that the game
+chapter reads the very same :math:`(a, b)`.
+
+The package follows the sections of Chapter 3:
+
+* :mod:`coinfer.defense.mechanisms` — the shields themselves (Sect. 3.2): :func:`check_clipped`,
+  :func:`perturb_parameters`, the output-noise and dropout layers, the shield objects,
+  :func:`apply_shield`, :func:`shield_strength` / :func:`with_strength`;
+* :mod:`coinfer.defense.audit` — the defence audited as a mechanism on the inference input
+  (Sects. 3.3–3.4): :func:`audit_inference_input`;
+* :mod:`coinfer.defense.evaluate` — accuracy, device features and the spears against the shields
+  (Table 2 and Fig. 4, Sect. 3.5): :func:`evaluate_shield`, :func:`defence_table`,
+  :func:`shield_sweep`;
+* :mod:`coinfer.defense.fit` — Fig. 5 and the cached fit (Sect. 3.6);
+* :mod:`coinfer.defense.frontier` — the privacy–utility frontier (Sect. 3.7).
+
+:func:`device_part_parameters` lives in :mod:`coinfer.models` (the privacy accounting needs it
+too, and :mod:`coinfer.privacy` never imports the defence); it is re-exported here.
+"""
+
+from __future__ import annotations
+
+from ..models import device_part_parameters
+from .audit import (_deployments_forward,  # noqa: F401 - not public; the tests import it
+                    audit_inference_input, interior_margin)
+from .evaluate import (ADAPTIVE_ATTACKER, ADAPTIVE_QUERIES, ShieldEvaluation, accuracy,
+                       defence_table, device_features, evaluate_shield, fixed_subset,
+                       shield_sweep)
+from .fit import (SWEEP_EPSILONS, AccuracyFit, SweepConfig, SweepResult, accuracy_curve,
+                  accuracy_sweep, fit_accuracy_curve, fit_cache_path, fitted_accuracy_curve)
+from .frontier import (FRONTIER_EPSILONS, FRONTIER_RATES, FRONTIER_SCALES, FRONTIER_TARGETS,
+                       interpolate_at_accuracy, strength_for_accuracy)
+from .mechanisms import (FeatureDropout, FreshNoiseConv2d, NoiseSource, OutputDropout,
+                         OutputLaplace, OutputNoise, ParameterNoise, Shield, apply_shield,
+                         check_clipped, perturb_parameters, shield_label, shield_strength,
+                         with_strength)
+
+__all__ = [
+    "device_part_parameters",
+    "check_clipped",
+    "NoiseSource",
+    "FreshNoiseConv2d",
+    "perturb_parameters",
+    "OutputLaplace",
+    "FeatureDropout",
+    "ParameterNoise",
+    "OutputNoise",
+    "OutputDropout",
+    "Shield",
+    "apply_shield",
+    "shield_label",
+    "accuracy",
+    "device_features",
+    "fixed_subset",
+    "SweepConfig",
+    "SweepResult",
+    "accuracy_sweep",
+    "accuracy_curve",
+    "fit_accuracy_curve",
+    "AccuracyFit",
+    "fitted_accuracy_curve",
+    "fit_cache_path",
+    "SWEEP_EPSILONS",
+    "audit_inference_input",
+    "interior_margin",
+    "ShieldEvaluation",
+    "evaluate_shield",
+    "defence_table",
+    "shield_sweep",
+    "interpolate_at_accuracy",
+    "strength_for_accuracy",
+    "shield_strength",
+    "with_strength",
+    "ADAPTIVE_ATTACKER",
+    "ADAPTIVE_QUERIES",
+    "FRONTIER_EPSILONS",
+    "FRONTIER_SCALES",
+    "FRONTIER_RATES",
+    "FRONTIER_TARGETS",
+]

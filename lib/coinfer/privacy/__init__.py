@@ -1,0 +1,69 @@
+r"""Differential privacy for the shields: the Laplace mechanism, honest accounting, empirical audits.
+
+Three things live here.
+
+* **The Laplace mechanism** (Dwork, McSherry, Nissim & Smith 2006; Dwork & Roth 2014, Thm 3.6):
+  :func:`laplace_noise` draws :math:`\mathrm{Lap}(0, b)` through a ``torch.Generator`` and
+  :func:`laplace_mechanism` releases :math:`f(D) + \mathrm{Lap}(0, \Delta_1 f/\epsilon)^k`.
+* **Calibration with honest names.**  The paper (Wu et al. 2021, Sect. 3.2 and Theorem 1) adds
+  :math:`\mathrm{Lap}(0, 2G/\epsilon)` to every coordinate of the clipped device parameters
+  :math:`\theta_1 \in [-G, G]^d`.  That is the Laplace scale for the sensitivity of *one
+  coordinate* (``"per-coordinate"``); the :math:`\ell_1` sensitivity of the whole vector is
+  :math:`2Gd` and the scale that makes the release :math:`\epsilon`-DP is :math:`2Gd/\epsilon`
+  (``"whole-vector"``).  :func:`privacy_guarantee` reports what a given setting really
+  guarantees, and for which neighbouring relation.
+* **Empirical audits** in the style of Jagielski, Ullman & Oprea (2020): run a mechanism many
+  times on two neighbouring inputs, threshold a distinguisher's score, and turn the two observed
+  frequencies into a lower bound on :math:`\epsilon` with Clopper–Pearson (1934) confidence
+  bounds (:func:`audit_scores`, :func:`audit_mechanism`).  If a mechanism is
+  :math:`\epsilon`-DP the bound exceeds :math:`\epsilon` with probability at most ``alpha``.
+
+The package follows the book's sections:
+
+* :mod:`coinfer.privacy.mechanisms` — validation of ε, calibrations and policies, the Laplace
+  mechanism and the calibration of the parameter perturbation (Sects. 3.1–3.3);
+* :mod:`coinfer.privacy.guarantee` — :func:`privacy_guarantee`, what a setting really guarantees
+  (Sect. 3.4);
+* :mod:`coinfer.privacy.audit` — Clopper–Pearson bounds, the audits and the reference mechanisms
+  that check them (Sect. 3.1, "Auditing a mechanism").
+
+Nothing here depends on :mod:`coinfer.defense`: the defence uses the mathematics, not the other
+way round.
+"""
+
+from __future__ import annotations
+
+from .audit import (AuditResult, Mechanism, audit_mechanism, audit_scores, clopper_pearson,
+                    distinguishing_bound, epsilon_lower_bound, randomized_response,
+                    scalar_laplace, sum_score, vector_laplace_release)
+from .guarantee import PrivacyGuarantee, format_epsilon, privacy_guarantee
+from .mechanisms import (CALIBRATIONS, POLICIES, check_calibration, check_epsilon, check_policy,
+                         l1_sensitivity, laplace_mechanism, laplace_noise, noise_scale,
+                         per_coordinate_sensitivity)
+
+__all__ = [
+    "CALIBRATIONS",
+    "POLICIES",
+    "check_epsilon",
+    "check_calibration",
+    "check_policy",
+    "laplace_noise",
+    "laplace_mechanism",
+    "per_coordinate_sensitivity",
+    "l1_sensitivity",
+    "noise_scale",
+    "PrivacyGuarantee",
+    "privacy_guarantee",
+    "format_epsilon",
+    "clopper_pearson",
+    "epsilon_lower_bound",
+    "distinguishing_bound",
+    "AuditResult",
+    "audit_scores",
+    "audit_mechanism",
+    "Mechanism",
+    "scalar_laplace",
+    "randomized_response",
+    "vector_laplace_release",
+    "sum_score",
+]
