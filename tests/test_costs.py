@@ -121,11 +121,16 @@ def test_quantize_features_error_and_validation():
 def test_compressed_accuracy_matches_the_model_at_full_precision():
     import torch
 
+    from coinfer.data import ImageSet
+
     model = road_sign_cnn(seed=1).eval()
     x = torch.rand(64, 3, 32, 32, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         labels = model(x).argmax(1)
-    assert compressed_accuracy(model, x, labels, boundary=15, bits=32) == 1.0
-    assert compressed_accuracy(model, x, labels, boundary=15, bits=1) < 1.0
+    data = ImageSet(x, labels, "random")
+    assert compressed_accuracy(model, data, boundary=15, bits=32) == 1.0
+    assert compressed_accuracy(model, data, boundary=15, bits=1) < 1.0
     with pytest.raises(ValueError, match="boundary"):
-        compressed_accuracy(model, x, labels, boundary=0, bits=8)
+        compressed_accuracy(model, data, boundary=0, bits=8)
+    with pytest.raises(ValueError, match="bits"):
+        compressed_accuracy(model, data, boundary=15, bits=0)

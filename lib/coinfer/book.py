@@ -20,6 +20,8 @@ import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
+from .config import check_positive_int
+
 __all__ = ["SETUP_TAGS", "read_repository", "colab_setup_source", "sync_setup_cells",
            "execute_into_cache", "main"]
 
@@ -150,8 +152,7 @@ def execute_into_cache(
     from jupyter_cache import get_cache
     from jupyter_cache.base import CacheBundleIn
 
-    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
-        raise ValueError(f"jobs must be a positive int, got {jobs!r}")
+    check_positive_int("jobs", jobs)
     cache = get_cache(str(cache_path))
     seconds: dict[str, float | None] = {}
     todo = []

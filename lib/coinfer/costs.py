@@ -44,10 +44,12 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from .config import check_positive_float, check_positive_int
+from .data import ImageSet
 from .models import IMAGE_SHAPE, NUM_CONV, split
 
 __all__ = ["SplitCost", "LinkModel", "split_costs", "boundary_costs", "latency", "best_split",
-           "count_flops", "with_input_side", "quantize_features", "compressed_accuracy",
+           "count_flops", "with_input_side", "quantize_features", "FeatureQuantizer",
+           "compressed_accuracy",
            "bandwidth_window"]
 
 RAW_IMAGE_BYTES = int(np.prod(IMAGE_SHAPE))  # 32×32×3 uint8 pixels
@@ -267,38 +269,42 @@ def quantize_features(features: torch.Tensor, *, bits: int) -> torch.Tensor:
     return (low + torch.round((flat - low) / step) * step).view_as(features)
 
 
-def compressed_accuracy(
-    model: nn.Sequential, images: torch.Tensor, labels: torch.Tensor, *, boundary: int, bits: int,
-    batch_size: int = 1000,
-) -> float:
+class FeatureQuantizer(nn.Module):
+    """:func:`quantize_features` as a layer, to insert at a split point of a flat network."""
+
+    def __init__(self, bits: int):
+        super().__init__()
+        quantize_features(torch.zeros(1, 1), bits=bits)  # validates ``bits`` now, not at the first batch
+        self.bits = bits
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:  # noqa: D401 - nn.Module API
+        return quantize_features(features, bits=self.bits)
+
+
+def compressed_accuracy(model: nn.Sequential, data: ImageSet, *, boundary: int, bits: int) -> float:
     """Test accuracy when the features after layer ``boundary`` are sent with ``bits`` bits.
+
+    The network is run as ``layers[:boundary]``, :class:`FeatureQuantizer` ``(bits)``,
+    ``layers[boundary:]`` and scored with :func:`coinfer.train.evaluate`.
 
     Parameters
     ----------
     model
         The trained flat CNN.
-    images, labels
-        Test images ``(n, 3, 32, 32)`` in [0, 1] and their labels.
+    data
+        Labelled images, e.g. the GTSRB test split.
     boundary
         Number of layers run on the device (``SplitCost.at`` of :func:`boundary_costs`).
     bits
         Bits per feature value (see :func:`quantize_features`).
     """
+    from .train import evaluate
+
     layers = list(model)
     if isinstance(boundary, bool) or not isinstance(boundary, int) or not 1 <= boundary < len(layers):
         raise ValueError(f"boundary must be an int in 1..{len(layers) - 1}, got {boundary!r}")
-    if len(images) != len(labels):
-        raise ValueError(f"images and labels differ in length: {len(images)} vs {len(labels)}")
-    device_part, edge_part = nn.Sequential(*layers[:boundary]), nn.Sequential(*layers[boundary:])
-    param = next(model.parameters())
-    correct = 0
-    with torch.no_grad():
-        for start in range(0, len(images), batch_size):
-            x = images[start:start + batch_size].to(param.device, param.dtype)
-            v = quantize_features(device_part(x), bits=bits)
-            pred = edge_part(v).argmax(1).cpu()
-            correct += int((pred == labels[start:start + batch_size]).sum())
-    return correct / len(images)
+    pipeline = nn.Sequential(*layers[:boundary], FeatureQuantizer(bits), *layers[boundary:])
+    return evaluate(pipeline, data)
 
 
 def bandwidth_window(

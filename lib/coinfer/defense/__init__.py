@@ -44,60 +44,19 @@ too, and :mod:`coinfer.privacy` never imports the defence); it is re-exported he
 from __future__ import annotations
 
 from ..models import device_part_parameters
-from .audit import (_deployments_forward,  # noqa: F401 - not public; the tests import it
-                    audit_inference_input, interior_margin)
-from .evaluate import (ADAPTIVE_ATTACKER, ADAPTIVE_QUERIES, ShieldEvaluation, accuracy,
-                       defence_table, device_features, evaluate_shield, fixed_subset,
-                       shield_sweep)
-from .fit import (SWEEP_EPSILONS, AccuracyFit, SweepConfig, SweepResult, accuracy_curve,
-                  accuracy_sweep, fit_accuracy_curve, fit_cache_path, fitted_accuracy_curve)
-from .frontier import (FRONTIER_EPSILONS, FRONTIER_RATES, FRONTIER_SCALES, FRONTIER_TARGETS,
-                       interpolate_at_accuracy, strength_for_accuracy)
-from .mechanisms import (FeatureDropout, FreshNoiseConv2d, NoiseSource, OutputDropout,
-                         OutputLaplace, OutputNoise, ParameterNoise, Shield, apply_shield,
-                         check_clipped, perturb_parameters, shield_label, shield_strength,
-                         with_strength)
+from . import audit, evaluate, fit, frontier, mechanisms
+from .audit import *  # noqa: F401,F403 - re-exported; the names are in audit.__all__
+from .evaluate import *  # noqa: F401,F403 - re-exported; the names are in evaluate.__all__
+from .fit import *  # noqa: F401,F403 - re-exported; the names are in fit.__all__
+from .frontier import *  # noqa: F401,F403 - re-exported; the names are in frontier.__all__
+from .mechanisms import *  # noqa: F401,F403 - re-exported; the names are in mechanisms.__all__
+from .audit import _deployments_forward  # noqa: F401 - not public; the tests import it
 
 __all__ = [
     "device_part_parameters",
-    "check_clipped",
-    "NoiseSource",
-    "FreshNoiseConv2d",
-    "perturb_parameters",
-    "OutputLaplace",
-    "FeatureDropout",
-    "ParameterNoise",
-    "OutputNoise",
-    "OutputDropout",
-    "Shield",
-    "apply_shield",
-    "shield_label",
-    "accuracy",
-    "device_features",
-    "fixed_subset",
-    "SweepConfig",
-    "SweepResult",
-    "accuracy_sweep",
-    "accuracy_curve",
-    "fit_accuracy_curve",
-    "AccuracyFit",
-    "fitted_accuracy_curve",
-    "fit_cache_path",
-    "SWEEP_EPSILONS",
-    "audit_inference_input",
-    "interior_margin",
-    "ShieldEvaluation",
-    "evaluate_shield",
-    "defence_table",
-    "shield_sweep",
-    "interpolate_at_accuracy",
-    "strength_for_accuracy",
-    "shield_strength",
-    "with_strength",
-    "ADAPTIVE_ATTACKER",
-    "ADAPTIVE_QUERIES",
-    "FRONTIER_EPSILONS",
-    "FRONTIER_SCALES",
-    "FRONTIER_RATES",
-    "FRONTIER_TARGETS",
+    *mechanisms.__all__,
+    *audit.__all__,
+    *evaluate.__all__,
+    *fit.__all__,
+    *frontier.__all__,
 ]

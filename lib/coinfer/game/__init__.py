@@ -84,69 +84,26 @@ Everything public is re-exported here: ``from coinfer.game import Market`` and
   :func:`time_scaling`, :func:`trend`.
 """
 
-from .dynamics import DynamicsResult, best_response_dynamics
-from .experiments import (APPROACHES, Comparison, Sweep, compare_approaches, sweep_approaches,
-                          time_scaling, trend)
-from .market import (Market, MarketSpec, PublicInfo, public_info, random_market, sp_utility,
-                     vehicle_utilities)
-from .mechanisms import (LinearPricingResult, SearchResult, distributed_search,
-                         estimate_gradient, gradient_search, linear_pricing, vehicle_oracle)
-from .nash import (_status, best_response, consistent_responses, equilibrium_aggregate,
-                   nash_equilibrium)
-from .paper import (ClosedFormEquilibrium, closed_form_equilibrium, closed_form_failure_rates,
-                    closed_form_positive, closed_form_reward_interval, multimodal_markets,
-                    paper_sp_utility, theorem4_condition)
-from .path import Breakpoint, reward_breakpoints, sp_slope
-from .stackelberg import (LocalMaximum, StackelbergResult, sp_local_maxima, sp_utility_curve,
-                          stackelberg_equilibrium, zero_reward_condition, zero_reward_threshold)
+from __future__ import annotations
 
-# Private names used elsewhere in the repository (tests) as ``game.<name>``; not in __all__.
-_PRIVATE_REEXPORTS = ("_status",)
+from . import dynamics, experiments, market, mechanisms, nash, paper, path, stackelberg
+from .dynamics import *  # noqa: F401,F403 - re-exported; the names are in dynamics.__all__
+from .experiments import *  # noqa: F401,F403 - re-exported; the names are in experiments.__all__
+from .market import *  # noqa: F401,F403 - re-exported; the names are in market.__all__
+from .mechanisms import *  # noqa: F401,F403 - re-exported; the names are in mechanisms.__all__
+from .nash import *  # noqa: F401,F403 - re-exported; the names are in nash.__all__
+from .paper import *  # noqa: F401,F403 - re-exported; the names are in paper.__all__
+from .path import *  # noqa: F401,F403 - re-exported; the names are in path.__all__
+from .stackelberg import *  # noqa: F401,F403 - re-exported; the names are in stackelberg.__all__
+from .nash import _status  # noqa: F401 - not public; the tests use game._status
 
 __all__ = [
-    "Market",
-    "MarketSpec",
-    "random_market",
-    "vehicle_utilities",
-    "sp_utility",
-    "best_response",
-    "nash_equilibrium",
-    "equilibrium_aggregate",
-    "closed_form_equilibrium",
-    "ClosedFormEquilibrium",
-    "closed_form_positive",
-    "theorem4_condition",
-    "closed_form_reward_interval",
-    "paper_sp_utility",
-    "closed_form_failure_rates",
-    "consistent_responses",
-    "zero_reward_condition",
-    "zero_reward_threshold",
-    "trend",
-    "best_response_dynamics",
-    "DynamicsResult",
-    "stackelberg_equilibrium",
-    "StackelbergResult",
-    "sp_utility_curve",
-    "sp_slope",
-    "reward_breakpoints",
-    "Breakpoint",
-    "sp_local_maxima",
-    "LocalMaximum",
-    "multimodal_markets",
-    "PublicInfo",
-    "public_info",
-    "vehicle_oracle",
-    "estimate_gradient",
-    "gradient_search",
-    "distributed_search",
-    "SearchResult",
-    "linear_pricing",
-    "LinearPricingResult",
-    "compare_approaches",
-    "Comparison",
-    "APPROACHES",
-    "sweep_approaches",
-    "Sweep",
-    "time_scaling",
+    *market.__all__,
+    *nash.__all__,
+    *dynamics.__all__,
+    *path.__all__,
+    *stackelberg.__all__,
+    *paper.__all__,
+    *mechanisms.__all__,
+    *experiments.__all__,
 ]

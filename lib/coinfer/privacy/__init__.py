@@ -33,37 +33,13 @@ way round.
 
 from __future__ import annotations
 
-from .audit import (AuditResult, Mechanism, audit_mechanism, audit_scores, clopper_pearson,
-                    distinguishing_bound, epsilon_lower_bound, randomized_response,
-                    scalar_laplace, sum_score, vector_laplace_release)
-from .guarantee import PrivacyGuarantee, format_epsilon, privacy_guarantee
-from .mechanisms import (CALIBRATIONS, POLICIES, check_calibration, check_epsilon, check_policy,
-                         l1_sensitivity, laplace_mechanism, laplace_noise, noise_scale,
-                         per_coordinate_sensitivity)
+from . import audit, guarantee, mechanisms
+from .audit import *  # noqa: F401,F403 - re-exported; the names are in audit.__all__
+from .guarantee import *  # noqa: F401,F403 - re-exported; the names are in guarantee.__all__
+from .mechanisms import *  # noqa: F401,F403 - re-exported; the names are in mechanisms.__all__
 
 __all__ = [
-    "CALIBRATIONS",
-    "POLICIES",
-    "check_epsilon",
-    "check_calibration",
-    "check_policy",
-    "laplace_noise",
-    "laplace_mechanism",
-    "per_coordinate_sensitivity",
-    "l1_sensitivity",
-    "noise_scale",
-    "PrivacyGuarantee",
-    "privacy_guarantee",
-    "format_epsilon",
-    "clopper_pearson",
-    "epsilon_lower_bound",
-    "distinguishing_bound",
-    "AuditResult",
-    "audit_scores",
-    "audit_mechanism",
-    "Mechanism",
-    "scalar_laplace",
-    "randomized_response",
-    "vector_laplace_release",
-    "sum_score",
+    *mechanisms.__all__,
+    *guarantee.__all__,
+    *audit.__all__,
 ]
