@@ -1,4 +1,5 @@
 import math
+import os
 
 import numpy as np
 import pytest
@@ -63,3 +64,16 @@ def test_file_lock_excludes_other_processes(tmp_path):
         inside = subprocess.run([sys.executable, "-c", probe, str(lock)], capture_output=True, text=True)
     after = subprocess.run([sys.executable, "-c", probe, str(lock)], capture_output=True, text=True)
     assert inside.stdout.strip() == "held" and after.stdout.strip() == "free"
+
+
+def test_progress_bar_is_off_when_asked_or_when_tqdm_disable_is_set(monkeypatch):
+    from coinfer.config import progress_bar
+
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)
+    assert progress_bar(range(3), progress=False).disable
+    assert not progress_bar(range(3), progress=True, file=open(os.devnull, "w")).disable
+    # tqdm's notebook bar shows its widget unless disabled at creation, whatever TQDM_DISABLE says
+    monkeypatch.setenv("TQDM_DISABLE", "1")
+    assert progress_bar(range(3), progress=True).disable
+    monkeypatch.setenv("TQDM_DISABLE", "0")
+    assert not progress_bar(range(3), progress=True, file=open(os.devnull, "w")).disable

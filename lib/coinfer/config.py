@@ -26,6 +26,7 @@ __all__ = [
     "check_positive_int",
     "check_positive_float",
     "file_lock",
+    "progress_bar",
 ]
 
 DATA_ENV = "COINFER_DATA"
@@ -117,3 +118,16 @@ def file_lock(path: str | os.PathLike):
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def progress_bar(iterable=None, *, progress: bool, **kwargs):
+    """A ``tqdm.auto`` progress bar that is off unless ``progress`` and ``TQDM_DISABLE`` is unset.
+
+    tqdm's notebook bar displays its widget unless ``disable`` is true when it is created, and the
+    ``TQDM_DISABLE`` variable does not stop that; the book and nbval set ``TQDM_DISABLE=1`` so that
+    no widget ends up in a cell's output, whichever chapter happens to train a model first.
+    """
+    from tqdm.auto import tqdm
+
+    off = not progress or os.environ.get("TQDM_DISABLE", "").lower() not in ("", "0", "false")
+    return tqdm(iterable, disable=off, **kwargs)

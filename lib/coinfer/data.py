@@ -22,9 +22,8 @@ from typing import NamedTuple
 import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFilter
-from tqdm.auto import tqdm
 
-from .config import cache_dir, check_positive_int, data_root
+from .config import cache_dir, check_positive_int, data_root, progress_bar
 
 __all__ = [
     "GTSRB_CLASSES",
@@ -130,7 +129,7 @@ def _decode(dataset, desc: str, progress: bool) -> tuple[torch.Tensor, torch.Ten
     n = len(dataset)
     images = torch.empty((n, 3, IMAGE_SIZE, IMAGE_SIZE), dtype=torch.uint8)
     labels = torch.empty(n, dtype=torch.int64)
-    for i in tqdm(range(n), desc=desc, disable=not progress or None, mininterval=1.0):
+    for i in progress_bar(range(n), desc=desc, progress=progress, mininterval=1.0):
         path, label = dataset._samples[i]
         with Image.open(path) as img:
             tensor = F.pil_to_tensor(img.convert("RGB"))

@@ -25,9 +25,9 @@ from typing import Iterable, NamedTuple
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
-from .config import cache_dir, check_positive_float, check_positive_int, default_device, file_lock
+from .config import (cache_dir, check_positive_float, check_positive_int, default_device, file_lock,
+                     progress_bar)
 from .data import ImageSet, load_signs, train_val_split
 from .models import RoadSignCNN, road_sign_cnn
 
@@ -328,8 +328,8 @@ def train_classifier(
         scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(
             optimiser, T_max=config.epochs * steps_per_epoch)
             if config.schedule == "cosine" else None)
-        bar = tqdm(total=config.epochs * steps_per_epoch, desc="training victim",
-                   disable=not progress or None, mininterval=1.0)
+        bar = progress_bar(total=config.epochs * steps_per_epoch, desc="training victim",
+                           progress=progress, mininterval=1.0)
         for epoch in range(config.epochs):
             model.train()
             total, count = 0.0, 0

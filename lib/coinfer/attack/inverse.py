@@ -24,9 +24,8 @@ from typing import NamedTuple
 import torch
 from torch import nn
 from torch.nn import functional as F
-from tqdm.auto import tqdm
 
-from ..config import check_positive_float, check_positive_int
+from ..config import check_positive_float, check_positive_int, progress_bar
 from ..models import IMAGE_SHAPE, feature_shape
 from ..train import fixed_threads, use_bf16
 from ._checks import _check_at, _check_features, _image_tensor, _to_float
@@ -341,8 +340,8 @@ def learn(
         best_loss, best_epoch = math.inf, 0
         best_state = copy.deepcopy(model.state_dict())
         wait, drops, stop_reason = 0, 0, "max_epochs"
-        bar = tqdm(range(1, config.max_epochs + 1), desc=f"learning g_ω (split {at})",
-                   disable=not progress or None, mininterval=1.0)
+        bar = progress_bar(range(1, config.max_epochs + 1), desc=f"learning g_ω (split {at})",
+                           progress=progress, mininterval=1.0)
         for epoch in bar:
             model.train()
             total = 0.0

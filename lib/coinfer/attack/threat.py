@@ -18,9 +18,8 @@ from typing import Callable
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
-from ..config import check_positive_int
+from ..config import check_positive_int, progress_bar
 from ..models import split
 from ..train import fixed_threads
 from ._checks import _check_at, _image_tensor, _to_float
@@ -221,7 +220,7 @@ def observe(
         raise TypeError(f"dtype must be a floating torch.dtype, got {dtype!r}")
     n = images.shape[0]
     out: torch.Tensor | None = None
-    bar = tqdm(total=n, desc="observe", disable=not progress or None, mininterval=1.0)
+    bar = progress_bar(total=n, desc="observe", progress=progress, mininterval=1.0)
     for start in range(0, n, batch_size):
         chunk = images[start:start + batch_size]
         features = oracle(chunk if isinstance(oracle, QueryAccess) else _to_float(chunk))

@@ -17,9 +17,8 @@ from typing import NamedTuple
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
-from ..config import check_positive_float, check_positive_int
+from ..config import check_positive_float, check_positive_int, progress_bar
 from ..models import IMAGE_SHAPE
 from ..train import fixed_threads
 from ._checks import _check_at, _check_features, _image_tensor, _to_float
@@ -131,8 +130,8 @@ def white_box_attack(
     out, errors = [], []
     log_every = max(1, steps // 20)
     curves: list[np.ndarray] = []
-    bar = tqdm(total=steps * math.ceil(n / batch_size), desc=f"white-box rMLE (split {at})",
-               disable=not progress or None, mininterval=1.0)
+    bar = progress_bar(total=steps * math.ceil(n / batch_size), desc=f"white-box rMLE (split {at})",
+                       progress=progress, mininterval=1.0)
     try:
         for p in params:
             p.requires_grad_(False)

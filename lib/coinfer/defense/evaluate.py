@@ -15,9 +15,8 @@ from typing import Sequence
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
-from ..config import check_positive_int
+from ..config import check_positive_int, progress_bar
 from ..data import ImageSet, to_float
 from ..models import SplitModel, check_images, split
 from ..models import check_split_point as _check_at
@@ -272,7 +271,7 @@ def defence_table(
     rows = []
     shields: list[Shield] = [None] + [ParameterNoise(e, clip_bound, p, calibration)
                                       for p in policies for e in epsilons]
-    for shield in tqdm(shields, desc="Table 2", disable=not progress or None):
+    for shield in progress_bar(shields, desc="Table 2", progress=progress):
         rows.append(evaluate_shield(model, shield, eval_set=eval_set, clean_inverse=clean_inverse,
                                     at=at, metric_images=metric_images,
                                     attacker_images=attacker_images,
@@ -298,4 +297,4 @@ def shield_sweep(
         clean = device_features(split(model, at=_check_at(at)).device, eval_set.images)
     return [evaluate_shield(model, s, eval_set=eval_set, clean_inverse=clean_inverse, at=at,
                             metric_images=metric_images, seed=seed, clean_features=clean)
-            for s in tqdm(shields, desc="shields", disable=not progress or None)]
+            for s in progress_bar(shields, desc="shields", progress=progress)]

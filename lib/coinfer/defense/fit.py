@@ -22,9 +22,8 @@ import numpy as np
 import torch
 from scipy.optimize import curve_fit
 from torch import nn
-from tqdm.auto import tqdm
 
-from ..config import cache_dir, check_positive_int, data_root, default_device
+from ..config import cache_dir, check_positive_int, data_root, default_device, progress_bar
 from ..data import ImageSet
 from ..models import check_split_point as _check_at
 from ..privacy import check_calibration, check_epsilon, check_policy
@@ -151,7 +150,7 @@ def accuracy_sweep(
     start = time.perf_counter()
     clean = accuracy(model, subset)
     acc = np.zeros((len(config.epsilons), config.draws))
-    bar = tqdm(total=acc.size, desc="accuracy sweep", disable=not progress or None)
+    bar = progress_bar(total=acc.size, desc="accuracy sweep", progress=progress)
     for j in range(config.draws):
         for i, eps in enumerate(config.epsilons):
             shield = ParameterNoise(eps, config.clip_bound, config.policy, config.calibration)
