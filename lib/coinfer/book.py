@@ -22,8 +22,8 @@ from pathlib import Path
 
 from .config import check_positive_int
 
-__all__ = ["SETUP_TAGS", "read_repository", "colab_setup_source", "sync_setup_cells",
-           "execute_into_cache", "main"]
+__all__ = ["SETUP_TAGS", "FIGURE_DPI", "read_repository", "colab_setup_source", "sync_setup_cells",
+           "use_book_style", "glue", "glue_figure", "execute_into_cache", "main"]
 
 #: ``remove-cell`` hides the cell in the HTML book; ``nbval-skip`` keeps nbval from running it.
 SETUP_TAGS = ["remove-cell", "nbval-skip", "colab-setup"]
@@ -52,6 +52,88 @@ def colab_setup_source(url: str, branch: str) -> str:
         "if \"google.colab\" in sys.modules:\n"
         f"    %pip install -q \"coinfer @ git+{url}@{branch}\"\n"
     )
+
+
+#: Resolution of every figure in the book (dots per inch): readable at print size.
+FIGURE_DPI = 130
+
+
+def use_book_style() -> None:
+    """Set matplotlib's defaults for the book's figures; chapters call it once after their imports.
+
+    - ``FIGURE_DPI`` dots per inch, so that the PNGs the book embeds are readable when printed;
+    - ``viridis`` as the image colour map: its lightness rises monotonically, so it still reads in
+      grey scale;
+    - a colour cycle paired with line styles and markers, so that overlapping lines stay
+      distinguishable without colour;
+    - ``constrained_layout``, so that long tick labels (class names) are not cut off.
+    """
+    import matplotlib as mpl
+    from cycler import cycler
+
+    colours = mpl.colormaps["tab10"].colors
+    mpl.rcParams.update({
+        "figure.dpi": FIGURE_DPI,
+        "savefig.dpi": FIGURE_DPI,
+        "figure.constrained_layout.use": True,
+        "image.cmap": "viridis",
+        "font.size": 10,
+        "axes.titlesize": 10,
+        "axes.labelsize": 10,
+        "legend.fontsize": 9,
+        "axes.prop_cycle": cycler(color=colours[:6])
+        + cycler(linestyle=["-", "--", "-.", ":", (0, (5, 1)), (0, (3, 1, 1, 1, 1, 1))])
+        + cycler(marker=["o", "s", "^", "D", "v", "P"]),
+    })
+
+
+def glue(name: str, value, display: bool = True) -> None:
+    """Store ``value`` under ``name`` for the book's ``{glue}`` roles and directives.
+
+    In the book build this is :func:`myst_nb.glue`.  Where myst-nb is not installed (a learner's
+    Colab runtime installs the library without the book tool chain) there is no page to paste
+    into, so the value is simply shown when ``display`` is true.
+    """
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"name must be a non-empty string, got {name!r}")
+    try:
+        from myst_nb import glue as myst_glue
+    except ImportError:
+        if display:
+            from IPython.display import display as show
+
+            show(value)
+        return
+    myst_glue(name, value, display=display)
+
+
+def glue_figure(name: str, fig) -> None:
+    """Glue a matplotlib figure under ``name`` for a ``{glue:figure}`` directive, and close it.
+
+    The chapter places the figure with a numbered, captioned MyST figure in the next markdown
+    cell::
+
+        ```{glue:figure} fig-name
+        :name: fig-name
+        :alt: what the figure shows, for readers who cannot see it
+
+        Caption.
+        ```
+
+    Closing the figure keeps the inline backend from showing it a second time, unnumbered.
+    Without myst-nb (in Colab) the figure is shown in place instead.
+    """
+    import matplotlib.pyplot as plt
+
+    if not hasattr(fig, "savefig"):
+        raise TypeError(f"fig must be a matplotlib Figure, got {type(fig).__name__}")
+    try:
+        import myst_nb  # noqa: F401
+    except ImportError:
+        glue(name, fig, display=True)
+    else:
+        glue(name, fig, display=False)
+    plt.close(fig)
 
 
 def _notebooks(book_dir: Path) -> list[Path]:
@@ -193,7 +275,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache", default="_build/.jupyter_cache")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--timeout", type=int, default=1800)
-    args = parser.parse_args(argv)
+    # Intermixed: `execute --jobs 2 a.ipynb b.ipynb` (as the Makefile writes it) must work too.
+    args = parser.parse_intermixed_args(argv)
     if args.command == "execute":
         start = time.perf_counter()
         execute_into_cache(args.notebooks, cache_path=args.cache, jobs=args.jobs,
