@@ -45,6 +45,47 @@ def test_load_fake_gtsrb_and_cache(tmp_path):
     assert torch.equal(again.images, train.images) and torch.equal(again.labels, train.labels)
 
 
+def _load_in_subprocess(root, cache, barrier, queue):
+    import os
+    import threading
+
+    os.environ["COINFER_CACHE"] = str(cache)
+    decode = data._decode
+
+    def decode_together(*args, **kwargs):
+        # Without the lock all three loads get here before any has written its cache; with it only
+        # one does, and the barrier merely times out.
+        try:
+            barrier.wait(timeout=5)
+        except threading.BrokenBarrierError:
+            pass
+        return decode(*args, **kwargs)
+
+    data._decode = decode_together
+    images = load_gtsrb("train", root=root, download=False, progress=False).images
+    queue.put(int(images.sum()))
+
+
+def test_concurrent_first_loads_share_one_decode(tmp_path):
+    # Two notebooks executed side by side load GTSRB for the first time at the same moment; before
+    # the lock both decoded and raced for one temporary file, and one of them crashed.
+    import multiprocessing as mp
+
+    _write_fake_gtsrb(tmp_path)
+    ctx = mp.get_context("spawn")
+    barrier, queue = ctx.Barrier(3), ctx.Queue()
+    procs = [ctx.Process(target=_load_in_subprocess, args=(tmp_path, tmp_path / "cache", barrier, queue))
+             for _ in range(3)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    assert [p.exitcode for p in procs] == [0, 0, 0]
+    sums = {queue.get(timeout=5) for _ in procs}
+    assert len(sums) == 1
+    assert not list((tmp_path / "cache").rglob("*.tmp"))
+
+
 def test_corrupt_cache_is_rebuilt(tmp_path):
     _write_fake_gtsrb(tmp_path)
     first = load_gtsrb("test", root=tmp_path, download=False, progress=False)

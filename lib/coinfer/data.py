@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFilter
 
-from .config import cache_dir, check_positive_int, data_root, progress_bar
+from .config import cache_dir, check_positive_int, data_root, file_lock, progress_bar
 
 __all__ = [
     "GTSRB_CLASSES",
@@ -194,18 +194,21 @@ def load_gtsrb(
     from torchvision.datasets import GTSRB
 
     source = f"GTSRB {split} ({root_path / 'gtsrb'})"
-    cache_file = None
-    if cache:
-        cache_file = cache_dir("gtsrb") / f"{split}-{_source_key(root_path, split)}.pt"
+    if not cache:
+        dataset = GTSRB(root=str(root_path), split=split, download=False)
+        return ImageSet(*_decode(dataset, f"decoding GTSRB {split}", progress), source)
+    cache_file = cache_dir("gtsrb") / f"{split}-{_source_key(root_path, split)}.pt"
+    # Notebooks executed side by side decode GTSRB at the same moment: the lock makes the second
+    # wait for the first's cache instead of decoding again and racing it for the same file.
+    with file_lock(cache_file.with_suffix(".lock")):
         if cache_file.exists():
             try:
                 blob = torch.load(cache_file, weights_only=True)
                 return ImageSet(blob["images"], blob["labels"], source)
             except Exception:  # a truncated or corrupt cache is rebuilt, not crashed on
                 cache_file.unlink(missing_ok=True)
-    dataset = GTSRB(root=str(root_path), split=split, download=False)
-    images, labels = _decode(dataset, f"decoding GTSRB {split}", progress)
-    if cache_file is not None:
+        dataset = GTSRB(root=str(root_path), split=split, download=False)
+        images, labels = _decode(dataset, f"decoding GTSRB {split}", progress)
         tmp = cache_file.with_suffix(".tmp")
         torch.save({"images": images, "labels": labels}, tmp)
         tmp.replace(cache_file)  # atomic: a crash never leaves a half-written cache behind
