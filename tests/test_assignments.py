@@ -136,6 +136,7 @@ def test_setup_cell_and_colab_badge(name):
     url = A.colab_url(f"book/assignments/student/{name}.ipynb", config_path=ROOT / "_config.yml")
     assert url.startswith("https://colab.research.google.com/github/")
     assert f"]({url})" in student.cells[1].source
+    assert "![" not in student.cells[1].source  # a text link: no image hot-linked from a third party
     assert "<!-- colab-link -->" in solution.cells[1].source
 
 

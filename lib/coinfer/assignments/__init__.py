@@ -25,7 +25,7 @@ The notebook's own metadata lists the tasks::
                               "tasks": [{"id": "2.1", "title": "PSNR", "depends": []}, ...]}
 
 The first code cell is the Colab set-up cell (see :mod:`coinfer.book`); it is copied verbatim.
-A markdown line ``<!-- colab-link -->`` becomes an "Open in Colab" badge of the student notebook
+A markdown line ``<!-- colab-link -->`` becomes an "Open in Colab" link of the student notebook
 (URL from ``_config.yml``).
 
 Commands (``python -m coinfer.assignments`` or ``coinfer-assignments``)::

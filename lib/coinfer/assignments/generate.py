@@ -167,8 +167,9 @@ def colab_url(notebook: str | os.PathLike, *, config_path: str | os.PathLike) ->
 
 
 def _badge(url: str) -> str:
-    return ("[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]"
-            f"({url})")
+    # A text link, not Colab's hot-linked badge image: reading the book sends nothing to third
+    # parties (the page's launch button opens Colab too).
+    return f"**[Open this assignment in Google Colab]({url})**"
 
 
 _KEEP_CELL_META = ("tags", "coinfer", "editable", "deletable", "slideshow")
@@ -182,7 +183,7 @@ def make_student(solution_nb, *, name: str, colab: str | None = None):
     * answer regions become ``*YOUR ANSWER HERE*``;
     * check cells keep their source, outputs and execution count (the expected outputs);
     * every other code cell loses its outputs and execution count;
-    * ``<!-- colab-link -->`` becomes the "Open in Colab" badge for ``colab`` (if given).
+    * ``<!-- colab-link -->`` becomes the "Open in Colab" link for ``colab`` (if given).
 
     Raises
     ------
