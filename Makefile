@@ -31,15 +31,26 @@ XDIST := -n $(JOBS) --dist loadfile
 # victim on its file lock, then run side by side.
 BOOK_NOTEBOOKS := book/01_coinference.ipynb book/04_incentive.ipynb \
   book/assignments/solutions/a4_incentive.ipynb book/02_spears.ipynb book/03_shields.ipynb \
-  book/assignments/solutions/a2_spears.ipynb book/assignments/solutions/a3_shields.ipynb \
-  book/assignments/solutions/a1_coinference.ipynb
+  book/03b_dp_toolbox.ipynb book/assignments/solutions/a2_spears.ipynb \
+  book/assignments/solutions/a3_shields.ipynb book/assignments/solutions/a1_coinference.ipynb
 
-.PHONY: help install book book-render test test-unit bench clean sync
+# No third-party requests when reading: MathJax, require.js and the Jupyter widgets manager are
+# fetched (exact versions, pinned in tools/vendor_assets.py) from the npm registry into
+# $(VENDOR), which _config.yml copies into the HTML output.  Needs npm.
+VENDOR := _build/vendor
+VENDOR_STAMP := $(VENDOR)/.versions.json
+# The browser test (tests/test_browser.py) opens every page of the rendered book in Debian's
+# chromium; `make test` leaves it to `make test-browser`, which renders first.
+BROWSER_MARK := -m "not browser"
+
+.PHONY: help install vendor book book-render test test-unit test-browser bench clean sync
 
 help:
 	@echo "make book        build the HTML book in _build/html (executes every chapter)"
 	@echo "make test        unit tests + nbval over the chapters and assignments"
 	@echo "make book-render render the committed (nbval-verified) outputs without executing"
+	@echo "make test-browser render, then open every page in chromium (tests/test_browser.py)"
+	@echo "make vendor      fetch MathJax, require.js and the widgets manager from npm"
 	@echo "make bench       run the benchmarks, report in benchmarks/results/"
 	@echo "make sync        rewrite the Colab set-up cell of every notebook from _config.yml"
 
@@ -53,7 +64,13 @@ $(STAMP): pyproject.toml .ci/constraints.txt
 
 install: $(STAMP)
 
-book: $(STAMP)
+$(VENDOR_STAMP): tools/vendor_assets.py tools/widgets-setup.js
+	$(PY) tools/vendor_assets.py --dest $(VENDOR)
+	touch $@
+
+vendor: $(STAMP) $(VENDOR_STAMP)
+
+book: $(STAMP) $(VENDOR_STAMP)
 	@# jupyter-cache notices edited notebooks but not an edited library: start afresh then.
 	@if [ -f _build/.jupyter_cache/global.db ] && \
 	  [ -n "$$(find lib -name '*.py' -newer _build/.jupyter_cache/global.db | head -1)" ]; then \
@@ -62,16 +79,21 @@ book: $(STAMP)
 	$(VENV)/bin/jupyter-book build . -W --keep-going
 	@echo "The book is in _build/html/index.html"
 
-book-render: $(STAMP)
+book-render: $(STAMP) $(VENDOR_STAMP)
 	mkdir -p _build
 	sed 's/execute_notebooks: cache/execute_notebooks: "off"/' _config.yml > _build/_config_render.yml
 	$(VENV)/bin/jupyter-book build . -W --keep-going --config _build/_config_render.yml
 
 test: $(STAMP)
-	$(PY) -m pytest tests $(NOTEBOOKS) $(NBVAL) $(XDIST) -p no:cacheprovider
+	$(PY) -m pytest tests $(NOTEBOOKS) $(NBVAL) $(XDIST) $(BROWSER_MARK) -p no:cacheprovider
 
 test-unit: $(STAMP)
-	$(PY) -m pytest tests $(XDIST) -p no:cacheprovider
+	$(PY) -m pytest tests $(XDIST) $(BROWSER_MARK) -p no:cacheprovider
+
+# Renders the committed outputs (as CI checks them), then tests that HTML in chromium; the
+# screenshots of every page land in _build/screenshots/.
+test-browser: book-render
+	BOOK_HTML=_build/html $(PY) -m pytest tests/test_browser.py -p no:cacheprovider
 
 bench: $(STAMP)
 	$(PY) benchmarks/run.py

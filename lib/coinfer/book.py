@@ -23,7 +23,8 @@ from pathlib import Path
 from .config import check_positive_int
 
 __all__ = ["SETUP_TAGS", "FIGURE_DPI", "read_repository", "colab_setup_source", "sync_setup_cells",
-           "use_book_style", "glue", "glue_figure", "execute_into_cache", "main"]
+           "use_book_style", "glue", "glue_figure", "execute_into_cache", "drop_duplicate_scripts",
+           "setup", "main"]
 
 #: ``remove-cell`` hides the cell in the HTML book; ``nbval-skip`` keeps nbval from running it.
 SETUP_TAGS = ["remove-cell", "nbval-skip", "colab-setup"]
@@ -264,6 +265,47 @@ def execute_into_cache(
     if failures:
         raise RuntimeError("notebook execution failed:\n" + "\n".join(failures))
     return seconds
+
+
+def _script_key(script) -> tuple:
+    """What makes two of Sphinx's ``_JavaScript`` entries the same tag (priority aside)."""
+    if isinstance(script, str):
+        return script, ()
+    attributes = getattr(script, "attributes", None) or {}
+    # An inline script's filename is None or "" depending on who added it.
+    return script.filename or "", tuple(sorted((str(k), str(v)) for k, v in attributes.items()))
+
+
+def drop_duplicate_scripts(app, pagename: str, templatename: str, context: dict, doctree) -> None:
+    """Sphinx ``html-page-context`` handler: keep the first of identical ``<script>`` entries.
+
+    Jupyter Book 1.x sets ``sphinx-thebe`` up twice, so each page carried its inline configuration
+    twice; the second copy re-declares ``const THEBE_JS_URL`` and the reader's browser logs an
+    error on every page (``tests/test_browser.py`` requires none).  Two entries are identical when
+    their source and all their attributes (an inline script's body included) are equal; the two
+    copies differ only in their file name, ``None`` in one and ``""`` in the other.
+    """
+    scripts = context.get("script_files")
+    if not scripts:
+        return
+    seen: set[tuple] = set()
+    kept = []
+    for script in scripts:
+        key = _script_key(script)
+        if key not in seen:
+            seen.add(key)
+            kept.append(script)
+    scripts[:] = kept
+
+
+def setup(app) -> dict:
+    """Sphinx extension entry point (``_config.yml`` lists ``coinfer.book`` as an extension).
+
+    Connects :func:`drop_duplicate_scripts` late (priority 900), after every other extension
+    has added its scripts to the page.
+    """
+    app.connect("html-page-context", drop_duplicate_scripts, priority=900)
+    return {"parallel_read_safe": True, "parallel_write_safe": True}
 
 
 def main(argv: list[str] | None = None) -> int:
