@@ -25,7 +25,12 @@ def _text(path):
 
 
 def test_there_are_four_chapters():
-    assert [p.stem[:2] for p in CHAPTERS] == ["01", "02", "03", "04"]
+    # chapters are NN_name; a section page of chapter NN is NNx_name (e.g. 03b_dp_toolbox)
+    assert sorted({p.stem[:2] for p in CHAPTERS}) == ["01", "02", "03", "04"]
+    main = [p.stem for p in CHAPTERS if re.fullmatch(r"\d\d_\w+", p.stem)]
+    assert [s[:2] for s in main] == ["01", "02", "03", "04"]
+    sections = [p.stem for p in CHAPTERS if p.stem not in main]
+    assert all(re.fullmatch(r"\d\d[a-z]_\w+", s) for s in sections), sections
 
 
 def test_setup_cells_are_in_sync_with_config():

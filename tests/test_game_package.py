@@ -13,8 +13,8 @@ import pytest
 from coinfer import game
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-SUBMODULES = ("market", "nash", "dynamics", "path", "stackelberg", "paper", "mechanisms",
-              "experiments")
+SUBMODULES = ("market", "nash", "dynamics", "path", "stackelberg", "curves", "paper",
+              "mechanisms", "experiments")
 
 
 def _sources() -> dict[str, str]:

@@ -55,6 +55,9 @@ accuracy term as bound and exact event sweeps for the breakpoints.
   sweep, the breakpoints and the exact slope of :math:`U_S` (Sect. 4.4);
 * :mod:`coinfer.game.stackelberg` — the leader's problem (Sect. 4.4): the global SE, the curve
   :math:`U_S(R)` and its local maxima, when :math:`R^* = 0`;
+* :mod:`coinfer.game.curves` — the leader's problem with a general accuracy curve
+  :math:`A(\epsilon)` (e.g. a logistic in :math:`\log\epsilon`): the NE path is the same, only
+  :math:`U_S` changes (Sect. 4.6);
 * :mod:`coinfer.game.paper` — the paper's claims checked: Theorem 3's closed form, Theorem 4's
   condition, Eq. (26), counter-examples to Theorem 5;
 * :mod:`coinfer.game.mechanisms` — Algorithm 3 (the distributed search) and the linear baseline
@@ -76,6 +79,9 @@ Everything public is re-exported here: ``from coinfer.game import Market`` and
 * the leader: :func:`stackelberg_equilibrium` (centralised, global), :func:`sp_utility_curve`,
   :func:`sp_slope`, :func:`reward_breakpoints`, :func:`sp_local_maxima`,
   :func:`multimodal_markets`, :func:`zero_reward_condition`, :func:`zero_reward_threshold`;
+* a general accuracy curve: :func:`stackelberg_equilibrium_for_curve`,
+  :func:`curve_reward_cap` (and the ``accuracy=`` keyword of :func:`sp_utility` and
+  :func:`sp_utility_curve`);
 * the mechanisms: :func:`distributed_search` (Algorithm 3; the SP's side is
   :func:`gradient_search`, which sees only :class:`PublicInfo` and the reports),
   :func:`public_info`, :func:`vehicle_oracle`, :func:`estimate_gradient`,
@@ -86,7 +92,8 @@ Everything public is re-exported here: ``from coinfer.game import Market`` and
 
 from __future__ import annotations
 
-from . import dynamics, experiments, market, mechanisms, nash, paper, path, stackelberg
+from . import curves, dynamics, experiments, market, mechanisms, nash, paper, path, stackelberg
+from .curves import *  # noqa: F401,F403 - re-exported; the names are in curves.__all__
 from .dynamics import *  # noqa: F401,F403 - re-exported; the names are in dynamics.__all__
 from .experiments import *  # noqa: F401,F403 - re-exported; the names are in experiments.__all__
 from .market import *  # noqa: F401,F403 - re-exported; the names are in market.__all__
@@ -103,6 +110,7 @@ __all__ = [
     *dynamics.__all__,
     *path.__all__,
     *stackelberg.__all__,
+    *curves.__all__,
     *paper.__all__,
     *mechanisms.__all__,
     *experiments.__all__,

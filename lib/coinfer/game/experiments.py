@@ -1,8 +1,10 @@
-r"""Experiments (book Sects. 4.5 and 4.7): the paper's Figs. 6–9 and timings.
+r"""Experiments (book Sects. 4.5, 4.6 and 4.8): the paper's Figs. 6–9, curves, timings.
 
 :func:`compare_approaches` runs the centralised SE, Algorithm 3 (exact and paper's slope
 estimator) and the best linear price on one market; :func:`sweep_approaches` averages them over
-random markets while one parameter varies (a :class:`Sweep`); :func:`time_scaling` times the
+random markets while one parameter varies (a :class:`Sweep`);
+:func:`compare_accuracy_curves` solves the same markets under several accuracy curves (a
+:class:`CurveComparison`); :func:`time_scaling` times the
 solvers on growing markets; :func:`trend` turns a curve into a word for the book's sentences.
 """
 
@@ -11,13 +13,14 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from typing import Literal, NamedTuple, Sequence
+from typing import Callable, Literal, Mapping, NamedTuple, Sequence
 
 import numpy as np
 
 from ..config import check_positive_float, check_positive_int
+from .curves import stackelberg_equilibrium_for_curve
 from .dynamics import best_response_dynamics
-from .market import Market, MarketSpec, _check_market, public_info, random_market
+from .market import Market, MarketSpec, _check_market, public_info, random_market, sp_utility
 from .mechanisms import LinearPricingResult, SearchResult, distributed_search, linear_pricing
 from .nash import nash_equilibrium
 from .stackelberg import StackelbergResult, stackelberg_equilibrium
@@ -30,6 +33,8 @@ __all__ = [
     "Sweep",
     "time_scaling",
     "trend",
+    "compare_accuracy_curves",
+    "CurveComparison",
 ]
 
 
@@ -150,6 +155,83 @@ def sweep_approaches(spec: MarketSpec, parameter: str, values, *, n_markets: int
             at_min[a, j] = float(np.mean(res.centralised.eps == market.eps_min))
             negative[a, j] = float(np.mean(res.centralised.vehicle_utilities < 0))
     return Sweep(parameter, values, sp, veh, rew, n_markets, at_min, negative)
+
+
+@dataclass(frozen=True)
+class CurveComparison:
+    r"""The SE of the same random markets under several accuracy curves
+    (:func:`compare_accuracy_curves`).
+
+    For every curve ``name`` (in ``curves``): ``reward[name]``, ``sp[name]`` (:math:`U_S` with
+    that curve), ``vehicle[name]`` (mean vehicle utility), ``negative[name]`` (share of
+    vehicles with :math:`U_i < 0`) and ``at_min[name]`` (share at :math:`\epsilon_{\min}`) have
+    shape ``(n_markets,)``; ``eps[name]`` has shape ``(n_markets, n_vehicles)``.
+    ``valued[name]`` is :math:`U_S` at curve ``name``'s SE valued with the curve
+    ``valued_with`` (the one taken as the truth), so ``valued[valued_with] - valued[name]
+    >= 0`` is what the SP loses by planning with curve ``name``.  ``mean`` / ``ci95`` give the
+    average over markets and the half-width of its normal 95 % confidence interval.
+    """
+
+    curves: tuple[str, ...]
+    reward: dict
+    sp: dict
+    vehicle: dict
+    eps: dict
+    negative: dict
+    at_min: dict
+    valued: dict
+    valued_with: str
+    n_markets: int
+
+    @staticmethod
+    def mean(a) -> float:
+        return float(np.mean(a))
+
+    @staticmethod
+    def ci95(a) -> float:
+        a = np.asarray(a, dtype=float)
+        return 0.0 if a.size < 2 else float(1.96 * a.std(ddof=1) / math.sqrt(a.size))
+
+
+def compare_accuracy_curves(spec: MarketSpec, curves: Mapping[str, Callable], *,
+                            n_markets: int = 20, seed: int = 0,
+                            valued_with: str | None = None) -> CurveComparison:
+    r"""The SE (:func:`stackelberg_equilibrium_for_curve`) of ``n_markets`` random markets under
+    each accuracy curve of ``curves`` (name → vectorised, non-decreasing :math:`A(\epsilon)`).
+
+    Market ``j`` is ``spec.draw(numpy.random.default_rng([seed, j]))`` — the same draws as
+    :func:`sweep_approaches` — and every curve plays on the same markets, so the differences are
+    paired.  The vehicles' NE for a given reward does not depend on the curve; the curves change
+    the reward the SP chooses.  ``valued_with`` (default: the last curve) names the curve with
+    which every SE is also valued (``CurveComparison.valued``).
+    """
+    if not isinstance(spec, MarketSpec):
+        raise TypeError(f"spec must be a MarketSpec, got {type(spec).__name__}")
+    if not isinstance(curves, Mapping) or not curves:
+        raise TypeError(f"curves must be a non-empty mapping name -> callable, got {curves!r}")
+    n_markets = check_positive_int("n_markets", n_markets)
+    seed = check_positive_int("seed", seed, allow_zero=True)
+    names = tuple(curves)
+    if valued_with is None:
+        valued_with = names[-1]
+    if valued_with not in curves:
+        raise ValueError(f"valued_with must be one of {names}, got {valued_with!r}")
+    out = {key: {k: [] for k in names}
+           for key in ("reward", "sp", "vehicle", "eps", "negative", "at_min", "valued")}
+    for j in range(n_markets):
+        market = spec.draw(np.random.default_rng([seed, j]))
+        for name in names:
+            se = stackelberg_equilibrium_for_curve(market, accuracy=curves[name])
+            out["reward"][name].append(se.reward)
+            out["sp"][name].append(se.sp_utility)
+            out["vehicle"][name].append(se.mean_vehicle_utility)
+            out["eps"][name].append(se.eps)
+            out["negative"][name].append(float(np.mean(se.vehicle_utilities < 0)))
+            out["at_min"][name].append(float(np.mean(se.eps == market.eps_min)))
+            out["valued"][name].append(sp_utility(market, se.eps, se.reward,
+                                                  accuracy=curves[valued_with]))
+    arrays = {key: {k: np.array(v) for k, v in d.items()} for key, d in out.items()}
+    return CurveComparison(names, valued_with=valued_with, n_markets=n_markets, **arrays)
 
 
 def time_scaling(sizes: Sequence[int], *, solver: Literal["nash", "stackelberg", "dynamics"],

@@ -276,12 +276,54 @@ def vehicle_utilities(market: Market, eps, reward: float) -> np.ndarray:
     return reward * x / x.sum() - eps * market.costs
 
 
-def sp_utility(market: Market, eps, reward: float) -> float:
-    r"""The SP's utility, Eq. (9): :math:`\lambda a\sum_i v_i^{-1}\log(b\epsilon_i+1) - R`."""
+def sp_utility(market: Market, eps, reward: float, *, accuracy=None) -> float:
+    r"""The SP's utility, Eq. (9): :math:`\lambda a\sum_i v_i^{-1}\log(b\epsilon_i+1) - R`.
+
+    With ``accuracy`` (a vectorised, non-decreasing callable :math:`A(\epsilon)`, see
+    :func:`~coinfer.game.stackelberg_equilibrium_for_curve`) the paper's curve
+    :math:`a\log(b\epsilon+1)` is replaced by it:
+    :math:`U_S = \lambda\sum_i v_i^{-1}A(\epsilon_i) - R`; the market's ``accuracy_a`` and
+    ``accuracy_b`` are then not used.
+    """
     market = _check_market(market)
     eps = _check_eps(market, eps)
     reward = _check_reward(reward)
-    return market.profit * _accuracy(market, eps) - reward
+    if accuracy is None:
+        return market.profit * _accuracy(market, eps) - reward
+    accuracy = _check_accuracy(market, accuracy)
+    return market.profit * float(_curve_values(accuracy, eps) @ market._inv_speed) - reward
+
+
+def _curve_values(accuracy, eps: np.ndarray) -> np.ndarray:
+    """``accuracy(eps)`` as a float array of the same shape, checked to be finite."""
+    values = np.asarray(accuracy(eps), dtype=float)
+    if values.shape != np.shape(eps):
+        raise ValueError(f"accuracy must be vectorised: for budgets of shape {np.shape(eps)} it "
+                         f"returned shape {values.shape}")
+    if not np.isfinite(values).all():
+        raise ValueError("accuracy must return finite values on [eps_min, eps_max], got "
+                         f"{values[~np.isfinite(values)][:3]}")
+    return values
+
+
+def _check_accuracy(market: Market, accuracy, points: int = 257):
+    r"""Check a general accuracy curve on the market's box and return it.
+
+    ``accuracy`` must be callable, vectorised (same shape out as in) and finite and
+    non-decreasing on :math:`[\epsilon_{\min}, \epsilon_{\max}]`; the last two are checked on
+    ``points`` geometrically spaced budgets (a check, not a proof).
+    """
+    if not callable(accuracy):
+        raise TypeError(f"accuracy must be a callable A(eps), got {type(accuracy).__name__}")
+    grid = np.geomspace(market.eps_min, market.eps_max, points)
+    values = _curve_values(accuracy, grid)
+    drop = np.diff(values) < -1e-12 * np.maximum(1.0, np.abs(values[:-1]))
+    if drop.any():
+        k = int(np.flatnonzero(drop)[0])
+        raise ValueError(
+            "accuracy must be non-decreasing on [eps_min, eps_max]; it falls from "
+            f"A({grid[k]:.6g}) = {values[k]:.6g} to A({grid[k + 1]:.6g}) = {values[k + 1]:.6g}")
+    return accuracy
 
 
 def _accuracy(market: Market, eps: np.ndarray) -> float:

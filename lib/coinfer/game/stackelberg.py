@@ -21,8 +21,8 @@ import numpy as np
 from scipy.optimize import brentq
 
 from ..config import check_positive_int
-from .market import (_RTOL, Market, _accuracy, _check_market, _check_range, _check_reward,
-                     sp_utility, vehicle_utilities)
+from .market import (_RTOL, Market, _accuracy, _check_accuracy, _check_market, _check_range,
+                     _check_reward, _curve_values, sp_utility, vehicle_utilities)
 from .nash import _aggregate, _profile, _status_of, nash_equilibrium
 from .path import _full_sweep, _Sweeper
 
@@ -69,14 +69,22 @@ class StackelbergResult:
         return float(np.mean(self.vehicle_utilities))
 
 
-def sp_utility_curve(market: Market, rewards) -> np.ndarray:
-    """:math:`U_S(R)` at the vehicles' NE for every reward in ``rewards`` (for plots)."""
+def sp_utility_curve(market: Market, rewards, *, accuracy=None) -> np.ndarray:
+    """:math:`U_S(R)` at the vehicles' NE for every reward in ``rewards`` (for plots).
+
+    ``accuracy`` replaces the paper's curve by a general one, as in
+    :func:`~coinfer.game.sp_utility` (the NE itself does not depend on the curve)."""
     market = _check_market(market)
     rewards = np.asarray(rewards, dtype=float)
+    if accuracy is not None:
+        accuracy = _check_accuracy(market, accuracy)
     out = np.empty(rewards.shape)
     for k, r in np.ndenumerate(rewards):
         r = _check_reward(float(r))
-        out[k] = market.profit * _accuracy(market, nash_equilibrium(market, r)) - r
+        eps = nash_equilibrium(market, r)
+        acc = (_accuracy(market, eps) if accuracy is None
+               else float(_curve_values(accuracy, eps) @ market._inv_speed))
+        out[k] = market.profit * acc - r
     return out
 
 

@@ -27,19 +27,35 @@ The package follows the book's sections:
 * :mod:`coinfer.privacy.audit` — Clopper–Pearson bounds, the audits and the reference mechanisms
   that check them (Sect. 3.1, "Auditing a mechanism").
 
+The differential-privacy toolbox of Sect. 3b follows:
+
+* :mod:`coinfer.privacy.gaussian` — :math:`(\epsilon,\delta)`-DP, the Gaussian mechanism and its
+  classical and analytic calibrations, privacy profiles;
+* :mod:`coinfer.privacy.composition` — basic, advanced and optimal composition, group privacy;
+* :mod:`coinfer.privacy.dp_sgd` — DP-SGD with per-example clipping and an RDP accountant;
+* :mod:`coinfer.privacy.local` — local DP for the inference input on clipped device features.
+
 Nothing here depends on :mod:`coinfer.defense`: the defence uses the mathematics, not the other
 way round.
 """
 
 from __future__ import annotations
 
-from . import audit, guarantee, mechanisms
+from . import audit, composition, dp_sgd, gaussian, guarantee, local, mechanisms
 from .audit import *  # noqa: F401,F403 - re-exported; the names are in audit.__all__
+from .composition import *  # noqa: F401,F403 - re-exported; the names are in composition.__all__
+from .dp_sgd import *  # noqa: F401,F403 - re-exported; the names are in dp_sgd.__all__
+from .gaussian import *  # noqa: F401,F403 - re-exported; the names are in gaussian.__all__
 from .guarantee import *  # noqa: F401,F403 - re-exported; the names are in guarantee.__all__
+from .local import *  # noqa: F401,F403 - re-exported; the names are in local.__all__
 from .mechanisms import *  # noqa: F401,F403 - re-exported; the names are in mechanisms.__all__
 
 __all__ = [
     *mechanisms.__all__,
     *guarantee.__all__,
     *audit.__all__,
+    *gaussian.__all__,
+    *composition.__all__,
+    *dp_sgd.__all__,
+    *local.__all__,
 ]
