@@ -22,13 +22,22 @@ shield is a small frozen parameter object (:class:`ParameterNoise`, :class:`Outp
 **Fig. 5 and the fit** :math:`A(\epsilon) = a\log(b\epsilon + 1)` (Sect. 4.1 of the paper):
 :func:`accuracy_sweep`, :func:`fit_accuracy_curve` and :func:`fitted_accuracy_curve`, which
 caches the fit that Chapter 3 computes (``coinfer.config.cache_dir("fits")``) so that the game
-chapter reads the very same :math:`(a, b)`.
+chapter reads the very same :math:`(a, b)`.  Its :class:`AccuracyFit` also carries the curve
+capped at the clean accuracy (``paper_curve``), a saturating logistic fit in
+:math:`\log\epsilon` (``logistic_curve``) and the :math:`R^2` of each.
+
+**The clip bound** :math:`G`: :func:`choose_clip_bound` (a percentile of :math:`|\theta_1|`,
+rounded up) and :func:`load_or_finetune_clipped` (the victim fine-tuned under coordinate
+clipping, cached).
 
 The package follows the sections of Chapter 3:
 
 * :mod:`coinfer.defense.mechanisms` — the shields themselves (Sect. 3.2): :func:`check_clipped`,
   :func:`perturb_parameters`, the output-noise and dropout layers, the shield objects,
   :func:`apply_shield`, :func:`shield_strength` / :func:`with_strength`;
+* :mod:`coinfer.defense.clipping` — choosing the clip bound :math:`G` from the trained weights
+  (:func:`choose_clip_bound`) and a victim fine-tuned under coordinate clipping to it
+  (:func:`load_or_finetune_clipped`);
 * :mod:`coinfer.defense.audit` — the defence audited as a mechanism on the inference input
   (Sects. 3.3–3.4): :func:`audit_inference_input`;
 * :mod:`coinfer.defense.evaluate` — accuracy, device features and the spears against the shields
@@ -44,8 +53,9 @@ too, and :mod:`coinfer.privacy` never imports the defence); it is re-exported he
 from __future__ import annotations
 
 from ..models import device_part_parameters
-from . import audit, evaluate, fit, frontier, mechanisms
+from . import audit, clipping, evaluate, fit, frontier, mechanisms
 from .audit import *  # noqa: F401,F403 - re-exported; the names are in audit.__all__
+from .clipping import *  # noqa: F401,F403 - re-exported; the names are in clipping.__all__
 from .evaluate import *  # noqa: F401,F403 - re-exported; the names are in evaluate.__all__
 from .fit import *  # noqa: F401,F403 - re-exported; the names are in fit.__all__
 from .frontier import *  # noqa: F401,F403 - re-exported; the names are in frontier.__all__
@@ -55,6 +65,7 @@ from .audit import _deployments_forward  # noqa: F401 - not public; the tests im
 __all__ = [
     "device_part_parameters",
     *mechanisms.__all__,
+    *clipping.__all__,
     *audit.__all__,
     *evaluate.__all__,
     *fit.__all__,

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -33,6 +34,8 @@ __all__ = [
     "ShieldEvaluation",
     "evaluate_shield",
     "defence_table",
+    "ReplicatedRow",
+    "replicated_defence_table",
     "shield_sweep",
 ]
 
@@ -276,6 +279,111 @@ def defence_table(
                                     at=at, metric_images=metric_images,
                                     attacker_images=attacker_images,
                                     adaptive_config=adaptive_config, seed=seed))
+    return rows
+
+
+@dataclass(frozen=True)
+class ReplicatedRow:
+    r"""One row of Table 2 over several independent noise draws (deployments).
+
+    Attributes
+    ----------
+    label, shield
+        As in :class:`ShieldEvaluation`.
+    seeds, adaptive_seeds
+        The deployment seeds of the clean-API columns and of the adaptive attacker.
+    accuracy
+        ``accuracy[i]``: accuracy of deployment ``seeds[i]``.
+    clean_api, adaptive
+        ``{"mse"|"psnr"|"ssim": array}``: the mean over the evaluation images of each metric,
+        one value per deployment (``seeds`` / ``adaptive_seeds``); ``adaptive`` is empty when the
+        adaptive attacker was not run.
+    first
+        The full :class:`ShieldEvaluation` of the first seed (per-image metrics, examples).
+    """
+
+    label: str
+    shield: Shield
+    seeds: tuple[int, ...]
+    adaptive_seeds: tuple[int, ...]
+    accuracy: np.ndarray
+    clean_api: dict
+    adaptive: dict
+    first: ShieldEvaluation
+
+    def summary(self, column: str, metric: str | None = None):
+        """:class:`coinfer.metrics.MeanCI` over the draws of ``"accuracy"`` or of a metric of
+        ``"clean_api"`` / ``"adaptive"`` (mean and 95 % Student-t interval; one draw: no interval)."""
+        from ..metrics import mean_ci
+
+        if column == "accuracy":
+            return mean_ci(self.accuracy)
+        if column not in ("clean_api", "adaptive"):
+            raise ValueError(f"column must be 'accuracy', 'clean_api' or 'adaptive', got {column!r}")
+        values = getattr(self, column)
+        if metric not in values:
+            raise ValueError(f"metric must be one of {sorted(values)}, got {metric!r}")
+        return mean_ci(values[metric])
+
+
+def replicated_defence_table(
+    model: nn.Sequential,
+    *,
+    clip_bound: float,
+    eval_set: ImageSet,
+    clean_inverse: nn.Module,
+    epsilons: Sequence[float] = (5.0, 10.0, 500.0),
+    policies: Sequence[str] = ("once", "fresh"),
+    calibration: str = "per-coordinate",
+    at: int = 4,
+    seeds: Sequence[int] = (0, 1, 2, 3, 4),
+    attacker_images: torch.Tensor | None = None,
+    adaptive_config=None,
+    adaptive_seeds: Sequence[int] = (0,),
+    progress: bool = False,
+) -> list[ReplicatedRow]:
+    r""":func:`defence_table` repeated over independent noise draws: Table 2 with intervals.
+
+    Every (policy, :math:`\epsilon`) row is deployed once per seed of ``seeds`` (the clean-API
+    attacker and the accuracy, cheap) and, with ``attacker_images``/``adaptive_config``, attacked
+    by a new adaptive attacker for each seed of ``adaptive_seeds`` (a subset of ``seeds``).  The
+    no-defence row involves no noise; it is evaluated once, with seed ``seeds[0]`` (its adaptive
+    attacker included), and its per-draw arrays have one entry.  Draw ``seeds[i]`` of every row
+    of a policy is the same standard Laplace vector, scaled (common random numbers, as in
+    :func:`defence_table`).
+    """
+    seeds = tuple(check_positive_int("seeds[i]", s, allow_zero=True) for s in seeds)
+    adaptive_seeds = tuple(check_positive_int("adaptive_seeds[i]", s, allow_zero=True)
+                           for s in adaptive_seeds)
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds must be distinct and non-empty, got {seeds}")
+    if not set(adaptive_seeds) <= set(seeds):
+        raise ValueError(f"adaptive_seeds {adaptive_seeds} must be a subset of seeds {seeds}")
+    run_adaptive = adaptive_config is not None
+    epsilons = [check_epsilon(e, name="epsilons[i]") for e in epsilons]
+    for p in policies:
+        check_policy(p)
+    shields: list[Shield] = [None] + [ParameterNoise(e, clip_bound, p, calibration)
+                                      for p in policies for e in epsilons]
+    rows = []
+    for shield in progress_bar(shields, desc="Table 2 (draws)", progress=progress):
+        row_seeds = seeds[:1] if shield is None else seeds
+        row_adaptive = (row_seeds if shield is None else adaptive_seeds) if run_adaptive else ()
+        evals = {}
+        for s in row_seeds:
+            with_adaptive = s in row_adaptive
+            evals[s] = evaluate_shield(
+                model, shield, eval_set=eval_set, clean_inverse=clean_inverse, at=at,
+                attacker_images=attacker_images if with_adaptive else None,
+                adaptive_config=adaptive_config if with_adaptive else None, seed=s)
+        metrics = ("mse", "psnr", "ssim")
+        clean = {m: np.array([evals[s].clean_api.mean(m) for s in row_seeds]) for m in metrics}
+        adaptive = {m: np.array([evals[s].adaptive.mean(m) for s in row_adaptive])
+                    for m in metrics} if row_adaptive else {}
+        first = evals[row_seeds[0]]
+        rows.append(ReplicatedRow(first.label, shield, row_seeds, tuple(row_adaptive),
+                                  np.array([evals[s].accuracy for s in row_seeds]), clean,
+                                  adaptive, first))
     return rows
 
 

@@ -2,7 +2,10 @@ r"""Fig. 5 (Sect. 3.6): accuracy against ε, and the fit :math:`A(\epsilon) = a\
 
 :func:`accuracy_sweep` measures the defended victim over a log-spaced :math:`\epsilon` grid
 (:class:`SweepConfig`), :func:`fit_accuracy_curve` fits the curve of Sect. 4.1 of Wu et al.
-(2021), and :func:`fitted_accuracy_curve` caches the fit that Chapter 3 computes
+(2021), which grows without bound, so :func:`capped_accuracy_curve` caps it at the clean accuracy
+and :func:`fit_logistic_curve` fits a saturating curve, logistic in :math:`\log\epsilon`
+(:func:`logistic_accuracy_curve`), beside it; :func:`r_squared` scores both.
+:func:`fitted_accuracy_curve` caches the fit that Chapter 3 computes
 (``coinfer.config.cache_dir("fits")``, path :func:`fit_cache_path`) so that the game chapter
 reads the very same :math:`(a, b)`.
 """
@@ -14,13 +17,14 @@ import hashlib
 import json
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 import torch
-from scipy.optimize import curve_fit
+from scipy.optimize import OptimizeWarning, curve_fit
 from torch import nn
 
 from ..config import cache_dir, check_positive_int, data_root, default_device, progress_bar
@@ -28,6 +32,7 @@ from ..data import ImageSet
 from ..models import check_split_point as _check_at
 from ..privacy import check_calibration, check_epsilon, check_policy
 from ..train import VICTIM, TrainConfig
+from .clipping import ClipFineTune
 from .evaluate import accuracy, fixed_subset
 from .mechanisms import ParameterNoise, apply_shield
 
@@ -37,7 +42,11 @@ __all__ = [
     "SweepResult",
     "accuracy_sweep",
     "accuracy_curve",
+    "capped_accuracy_curve",
+    "logistic_accuracy_curve",
     "fit_accuracy_curve",
+    "fit_logistic_curve",
+    "r_squared",
     "AccuracyFit",
     "fitted_accuracy_curve",
     "fit_cache_path",
@@ -72,7 +81,12 @@ class SweepConfig:
         The defence: split point, noise policy and calibration (the paper's: 4, once,
         per-coordinate).
     victim
-        The victim's training configuration (its ``clip_bound`` is :math:`G`).
+        The victim's training configuration (its ``clip_bound`` is :math:`G` unless
+        ``finetune`` is given).
+    finetune
+        ``None`` (default: the victim of ``victim`` as trained), or a
+        :class:`~coinfer.defense.ClipFineTune` whose ``base`` is ``victim``: the victim
+        fine-tuned under coordinate clipping, with :math:`G` = ``finetune.clip_bound``.
     """
 
     epsilons: tuple[float, ...] = SWEEP_EPSILONS
@@ -84,6 +98,7 @@ class SweepConfig:
     policy: str = "once"
     calibration: str = "per-coordinate"
     victim: TrainConfig = VICTIM
+    finetune: ClipFineTune | None = None
 
     def __post_init__(self):
         eps = tuple(float(check_epsilon(e, name="epsilons[i]")) for e in self.epsilons)
@@ -99,12 +114,21 @@ class SweepConfig:
         check_calibration(self.calibration)
         if not isinstance(self.victim, TrainConfig):
             raise TypeError(f"victim must be a TrainConfig, got {type(self.victim).__name__}")
-        if self.victim.clip_bound is None:
+        if self.finetune is not None:
+            if not isinstance(self.finetune, ClipFineTune):
+                raise TypeError(f"finetune must be a ClipFineTune or None, got "
+                                f"{type(self.finetune).__name__}")
+            if self.finetune.base != self.victim or self.finetune.at != self.at:
+                raise ValueError("finetune.base must be victim and finetune.at must be at, got "
+                                 f"base={self.finetune.base}, at={self.finetune.at}")
+        elif self.victim.clip_bound is None:
             raise ValueError("victim must be trained with a clip_bound (the G of the defence)")
 
     @property
     def clip_bound(self) -> float:
-        """:math:`G`, the victim's clipping bound."""
+        """:math:`G`: ``finetune.clip_bound`` when fine-tuned, else the victim's clipping bound."""
+        if self.finetune is not None:
+            return float(self.finetune.clip_bound)
         return float(self.victim.clip_bound)
 
 
@@ -207,6 +231,101 @@ def fit_accuracy_curve(epsilons, accuracies) -> tuple[float, float, np.ndarray]:
     return float(a), float(b), np.asarray(cov)
 
 
+def capped_accuracy_curve(epsilon, a: float, b: float, *, clean_accuracy: float) -> np.ndarray:
+    r""":math:`\min\{a\log(b\epsilon+1),\ A_{\rm clean}\}`: the paper's curve, capped.
+
+    The paper's :math:`A(\epsilon) = a\log(b\epsilon + 1)` grows without bound; no defence can
+    make the classifier more accurate than the undefended one, so the curve the game may use is
+    capped at ``clean_accuracy``.
+    """
+    clean = float(clean_accuracy)
+    if not (math.isfinite(clean) and 0 <= clean <= 1):
+        raise ValueError(f"clean_accuracy must be in [0, 1], got {clean_accuracy!r}")
+    return np.minimum(accuracy_curve(epsilon, a, b), clean)
+
+
+def logistic_accuracy_curve(epsilon, *, a_min: float, a_clean: float, k: float,
+                            eps0: float) -> np.ndarray:
+    r"""The saturating accuracy curve, a logistic in :math:`\log\epsilon`:
+
+    .. math:: A(\epsilon) = A_{\min} + \frac{A_{\rm clean} - A_{\min}}
+              {1 + \exp\big(-k(\log\epsilon - \log\epsilon_0)\big)}.
+
+    A logistic in :math:`\log\epsilon`: :math:`A_{\min}` for :math:`\epsilon \to 0`, the clean
+    accuracy :math:`A_{\rm clean}` for :math:`\epsilon \to \infty`, midpoint at :math:`\epsilon_0`,
+    steepness :math:`k` per unit of :math:`\log\epsilon` (natural log).  The book fits it beside the
+    paper's :math:`a\log(b\epsilon+1)` (Sect. 3.6); with :math:`A_{\min} \le A_{\rm clean}` (as
+    :func:`fit_logistic_curve` ensures) it never exceeds :math:`A_{\rm clean}`.
+    """
+    eps = np.asarray(epsilon, dtype=float)
+    if np.any(~np.isfinite(eps)) or np.any(eps <= 0):
+        raise ValueError("epsilon must be finite and > 0")
+    if not (k > 0 and eps0 > 0):
+        raise ValueError(f"k and eps0 must be > 0, got k={k!r}, eps0={eps0!r}")
+    z = np.clip(-k * (np.log(eps) - math.log(eps0)), -700.0, 700.0)  # exp overflow guard only
+    return a_min + (a_clean - a_min) / (1.0 + np.exp(z))
+
+
+def r_squared(y, y_hat) -> float:
+    r"""Coefficient of determination :math:`R^2 = 1 - \sum (y - \hat y)^2 / \sum (y - \bar y)^2`.
+
+    Can be negative (a fit worse than the constant :math:`\bar y`).
+    """
+    y = np.asarray(y, dtype=float)
+    y_hat = np.broadcast_to(np.asarray(y_hat, dtype=float), y.shape).reshape(-1)
+    y = y.reshape(-1)
+    if y.size < 2:
+        raise ValueError(f"y must hold at least 2 values, got {y.size}")
+    sst = float(((y - y.mean()) ** 2).sum())
+    if sst == 0:
+        raise ValueError("y is constant: R² is undefined")
+    return 1.0 - float(((y - y_hat) ** 2).sum()) / sst
+
+
+def fit_logistic_curve(epsilons, accuracies, *, clean_accuracy: float
+                       ) -> tuple[float, float, float, np.ndarray]:
+    r"""Least-squares fit of :func:`logistic_accuracy_curve` with :math:`A_{\rm clean}` fixed.
+
+    ``scipy.optimize.curve_fit`` fits :math:`(A_{\min}, k, \log\epsilon_0)` to every point (one
+    column of ``accuracies`` per noise draw), within :math:`0 \le A_{\min} \le A_{\rm clean}`,
+    :math:`k > 0`, and :math:`\log\epsilon_0` within 5 of the measured range.  The start point is
+    the lowest mean accuracy, :math:`k = 2`, and the budget where the mean first reaches half-way.
+
+    Returns
+    -------
+    a_min, k, eps0, covariance
+        The fitted parameters and the covariance of :math:`(A_{\min}, k, \log\epsilon_0)`.
+    """
+    eps = np.asarray(epsilons, dtype=float)
+    acc = np.asarray(accuracies, dtype=float)
+    if acc.ndim == 1:
+        acc = acc[:, None]
+    if eps.ndim != 1 or acc.shape[0] != eps.size or eps.size < 3:
+        raise ValueError(f"epsilons (shape {eps.shape}) and accuracies (shape {acc.shape}) must "
+                         "have one row per epsilon, at least 3")
+    if not (np.isfinite(eps).all() and (eps > 0).all() and np.isfinite(acc).all()):
+        raise ValueError("epsilons must be finite and > 0 and accuracies finite")
+    clean = float(clean_accuracy)
+    if not (math.isfinite(clean) and 0 < clean <= 1):
+        raise ValueError(f"clean_accuracy must be in (0, 1], got {clean_accuracy!r}")
+    x = np.log(np.repeat(eps, acc.shape[1]))
+    y = acc.reshape(-1)
+    mean = acc.mean(axis=1)
+    lo = float(min(mean.min(), clean))
+    half = lo + 0.5 * (clean - lo)
+    t0 = float(np.log(eps[np.argmax(mean >= half)])) if (mean >= half).any() else float(x.max())
+    lx0, lx1 = float(np.log(eps.min())) - 5, float(np.log(eps.max())) + 5
+
+    def f(t, a_min, k, log_e0):
+        return a_min + (clean - a_min) / (1.0 + np.exp(np.clip(-k * (t - log_e0), -700, 700)))
+
+    p0 = (min(max(lo, 0.0), clean * 0.999), 2.0, min(max(t0, lx0), lx1))
+    (a_min, k, log_e0), cov = curve_fit(f, x, y, p0=p0,
+                                        bounds=([0.0, 1e-6, lx0], [clean, 1e3, lx1]),
+                                        max_nfev=20_000)
+    return float(a_min), float(k), float(math.exp(log_e0)), np.asarray(cov)
+
+
 @dataclass(frozen=True)
 class AccuracyFit:
     r"""The fitted accuracy curve :math:`A(\epsilon) = a\log(b\epsilon + 1)` and the sweep behind it.
@@ -227,6 +346,17 @@ class AccuracyFit:
         The :class:`SweepConfig` that produced it.
     sweep_seconds
         Wall time of the sweep when it was computed (not of loading it).
+    logistic_min, logistic_k, logistic_eps0
+        The saturating fit :func:`logistic_accuracy_curve` with :math:`A_{\rm clean}` =
+        ``clean_accuracy`` (:func:`fit_logistic_curve`), computed from the sweep.
+    r2_paper, r2_paper_uncapped, r2_logistic
+        :math:`R^2` over all sweep points of :meth:`paper_curve` (the paper's curve capped at the
+        clean accuracy), of the uncapped :math:`a\log(b\epsilon+1)`, and of
+        :meth:`logistic_curve`.
+
+    Calling the fit, ``fit(ε)``, evaluates the paper's uncapped curve (as before);
+    :meth:`paper_curve` is the capped one and :meth:`logistic_curve` the saturating one.  All three
+    take a float or an array of :math:`\epsilon > 0`.
     """
 
     a: float
@@ -239,10 +369,58 @@ class AccuracyFit:
     rmse: float
     settings: SweepConfig
     sweep_seconds: float = field(default=0.0, compare=False)
+    logistic_min: float = field(init=False, compare=False)
+    logistic_k: float = field(init=False, compare=False)
+    logistic_eps0: float = field(init=False, compare=False)
+    r2_paper: float = field(init=False, compare=False)
+    r2_paper_uncapped: float = field(init=False, compare=False)
+    r2_logistic: float = field(init=False, compare=False)
+
+    def __post_init__(self):
+        # Derived deterministically from the stored sweep, so a fit loaded from the cache and a
+        # freshly computed one carry the same values (and caches of the older format still load).
+        # A degenerate sweep (clean accuracy 0, fewer than 3 budgets, constant accuracies) has no
+        # logistic fit or R²: those fields are then NaN (and logistic_curve raises).
+        acc = np.asarray(self.accuracy, dtype=float)
+        eps = np.asarray(self.epsilons, dtype=float)
+        nan = math.nan
+        try:
+            with warnings.catch_warnings():  # an inestimable covariance is not used here
+                warnings.simplefilter("ignore", OptimizeWarning)
+                a_min, k, eps0, _ = fit_logistic_curve(eps, acc,
+                                                       clean_accuracy=self.clean_accuracy)
+        except (ValueError, RuntimeError):
+            a_min, k, eps0 = nan, nan, nan
+        object.__setattr__(self, "logistic_min", a_min)
+        object.__setattr__(self, "logistic_k", k)
+        object.__setattr__(self, "logistic_eps0", eps0)
+        grid = eps[:, None]
+
+        def r2(curve):
+            try:
+                return r_squared(acc, curve(grid))
+            except ValueError:
+                return nan
+
+        object.__setattr__(self, "r2_paper", r2(self.paper_curve))
+        object.__setattr__(self, "r2_paper_uncapped", r2(self))
+        object.__setattr__(self, "r2_logistic", r2(self.logistic_curve))
 
     def __call__(self, epsilon) -> np.ndarray:
-        """:math:`a\\log(b\\epsilon + 1)`."""
+        """:math:`a\\log(b\\epsilon + 1)` (the paper's curve, uncapped)."""
         return accuracy_curve(epsilon, self.a, self.b)
+
+    def paper_curve(self, epsilon) -> np.ndarray:
+        """The paper's :math:`a\\log(b\\epsilon+1)`, capped at ``clean_accuracy``."""
+        return capped_accuracy_curve(epsilon, self.a, self.b, clean_accuracy=self.clean_accuracy)
+
+    def logistic_curve(self, epsilon) -> np.ndarray:
+        """The saturating logistic-in-:math:`\\log\\epsilon` fit (never above ``clean_accuracy``)."""
+        if not math.isfinite(self.logistic_k):
+            raise ValueError("this sweep has no logistic fit (degenerate accuracies)")
+        return logistic_accuracy_curve(epsilon, a_min=self.logistic_min,
+                                       a_clean=self.clean_accuracy, k=self.logistic_k,
+                                       eps0=self.logistic_eps0)
 
     @property
     def mean(self) -> np.ndarray:
@@ -270,8 +448,11 @@ def _fit_payload(settings: SweepConfig) -> dict:
     from ..train import use_bf16  # the victim's weights depend on it (see train._cache_key)
 
     device = default_device()
+    as_dict = dataclasses.asdict(settings)
+    if settings.finetune is None:  # the key of the settings without fine-tuning is unchanged
+        del as_dict["finetune"]
     payload = {
-        "settings": dataclasses.asdict(settings),
+        "settings": as_dict,
         "device": device.type,
         "bf16": use_bf16(settings.victim.mixed_precision, device),
         "torch": torch.__version__.split("+")[0],
@@ -348,9 +529,14 @@ def fitted_accuracy_curve(
         if fit is not None:
             return fit
     if model is None:
-        from ..train import load_or_train
+        if settings.finetune is not None:
+            from .clipping import load_or_finetune_clipped
 
-        model = load_or_train(settings.victim, progress=progress).model
+            model = load_or_finetune_clipped(settings.finetune, progress=progress).model
+        else:
+            from ..train import load_or_train
+
+            model = load_or_train(settings.victim, progress=progress).model
         fingerprint = _fingerprint(model)
     if test_set is None:
         from ..data import load_signs
