@@ -134,3 +134,18 @@ def test_compressed_accuracy_matches_the_model_at_full_precision():
         compressed_accuracy(model, data, boundary=0, bits=8)
     with pytest.raises(ValueError, match="bits"):
         compressed_accuracy(model, data, boundary=15, bits=0)
+
+
+def test_flat_resnet18_boundaries():
+    from coinfer.costs import flat_resnet18
+
+    net = flat_resnet18()
+    rows = {c.label: c for c in boundary_costs(net, bits_per_value=4, input_shape=(3, 224, 224))}
+    assert rows["edge-only"].sent_bytes == 3 * 224 * 224
+    assert rows["after pool1"].sent_bytes == 64 * 56 * 56 // 2  # 4 bits per value
+    assert rows["after layer4"].sent_bytes == 512 * 7 * 7 // 2
+    assert {"after layer1", "after layer2", "after layer3"} <= set(rows)
+    # ResNet-18 at 224×224: about 1.8 GMAC, i.e. 3.6 GFLOP (torchvision's documented 1.81 GFLOPS are MACs)
+    assert 3.4e9 < rows["edge-only"].edge_flops < 3.8e9
+    # the stem does little of the work: most FLOPs come after the first pool
+    assert rows["after pool1"].edge_flops > 0.8 * rows["edge-only"].edge_flops

@@ -17,9 +17,11 @@ label, one byte, is sent).
 
 :func:`split_costs` considers the paper's candidates (after each convolution's ReLU);
 :func:`boundary_costs` considers every layer boundary, as Neurosurgeon does (after each pool and
-after the hidden fully connected layer too), for any input size.  :func:`quantize_features`
-compresses the sent features to fewer bits, and :func:`compressed_accuracy` measures what that
-costs the classifier.
+after the hidden fully connected layer too), for any input size and any flat network
+(:func:`with_input_side` for larger images, :func:`flat_resnet18` for a network whose stem
+downsamples at once).  :func:`quantize_features` compresses the sent features to fewer bits, and
+:func:`compressed_accuracy` measures what that costs the classifier (:mod:`coinfer.compression`
+measures whole accuracy-versus-bytes curves and a learned bottleneck).
 
 Subtracting edge-only from split k gives the identity behind Chapter 1's lemma,
 
@@ -50,7 +52,7 @@ from .models import IMAGE_SHAPE, NUM_CONV, split
 __all__ = ["SplitCost", "LinkModel", "split_costs", "boundary_costs", "latency", "best_split",
            "count_flops", "with_input_side", "quantize_features", "FeatureQuantizer",
            "compressed_accuracy",
-           "bandwidth_window"]
+           "bandwidth_window", "flat_resnet18"]
 
 RAW_IMAGE_BYTES = int(np.prod(IMAGE_SHAPE))  # 32×32×3 uint8 pixels
 
@@ -248,6 +250,25 @@ def with_input_side(model: nn.Sequential, side: int) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+def flat_resnet18() -> nn.Sequential:
+    """torchvision's ResNet-18 (He et al. 2016; random weights) as a flat sequence of its stages.
+
+    The children ``conv1, bn1, relu, maxpool, layer1 … layer4, avgpool`` in order, and the
+    classifier as ``fc = Sequential(Flatten, Linear)``, in evaluation mode — a flat
+    ``nn.Sequential`` whose stage boundaries :func:`boundary_costs` can count (Chapter 1's
+    larger-network case).  Only its costs are meaningful: it is untrained (weights seeded with 0).
+    """
+    from collections import OrderedDict
+
+    import torchvision
+
+    with torch.random.fork_rng(devices=[]):  # seeded, and the caller's random stream untouched
+        torch.manual_seed(0)
+        layers = OrderedDict(torchvision.models.resnet18(weights=None).named_children())
+    layers["fc"] = nn.Sequential(nn.Flatten(), layers.pop("fc"))
+    return nn.Sequential(layers).eval()
+
+
 def quantize_features(features: torch.Tensor, *, bits: int) -> torch.Tensor:
     """Uniform ``bits``-bit quantisation of each sample's features, returned de-quantised.
 
@@ -319,6 +340,12 @@ def bandwidth_window(
     is empty unless :math:`F_\\text{edge}(k) / F_\\text{device}(k) > (b(k) - 1)/(b_0 - b(k))`, a
     condition that does not depend on the two speeds.
 
+    Rows whose two FLOP counts do not add up to the network's :math:`F` (a split with extra
+    layers, e.g. :func:`coinfer.compression.bottleneck_costs`) are handled exactly: the products
+    :math:`c\\,F_\\text{device}(k)` and :math:`c\\,F_\\text{edge}(k)` above are then the compute-time
+    differences :math:`F_\\text{device}(k)/s_\\text{device} + F_\\text{edge}(k)/s_\\text{edge} - F/s_\\text{edge}`
+    and :math:`F/s_\\text{device} - F_\\text{device}(k)/s_\\text{device} - F_\\text{edge}(k)/s_\\text{edge}`.
+
     Parameters
     ----------
     costs
@@ -340,13 +367,18 @@ def bandwidth_window(
         raise ValueError("costs must start with edge-only and end with device-only "
                          "(as split_costs and boundary_costs return them)")
     c = 1 / device_flops_per_s - 1 / edge_flops_per_s
-    raw = costs[0].sent_bytes
+    raw, total = costs[0].sent_bytes, costs[0].edge_flops
     windows: dict[str, tuple[float, float] | None] = {}
     for row in costs[1:-1]:
-        if row.sent_bytes >= raw or row.edge_flops == 0:
+        if row.device_flops + row.edge_flops == total:
+            extra, saved = c * row.device_flops, c * row.edge_flops  # the lemma's two products
+        else:  # the exact compute-time differences against edge-only and device-only
+            compute = row.device_flops / device_flops_per_s + row.edge_flops / edge_flops_per_s
+            extra, saved = compute - total / edge_flops_per_s, total / device_flops_per_s - compute
+        if row.sent_bytes >= raw or saved <= 0:
             windows[row.label] = None
             continue
-        low = 8 * (row.sent_bytes - 1) / (c * row.edge_flops)
-        high = 8 * (raw - row.sent_bytes) / (c * row.device_flops) if row.device_flops else np.inf
+        low = 8 * (row.sent_bytes - 1) / saved
+        high = 8 * (raw - row.sent_bytes) / extra if extra > 0 else np.inf
         windows[row.label] = (low, high) if low < high else None
     return windows
