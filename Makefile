@@ -19,7 +19,10 @@ endif
 export TQDM_DISABLE := 1
 export PYTHONHASHSEED := 0
 
-NBVAL := --nbval --nbval-current-env --nbval-cell-timeout=1800 --nbval-sanitize-with tests/nbval_sanitize.cfg
+# One cell may train the victim from scratch: on a 2-core CPU without bf16 units (AVX2 only)
+# that takes about half an hour, so cells get two hours.
+CELL_TIMEOUT := 7200
+NBVAL := --nbval --nbval-current-env --nbval-cell-timeout=$(CELL_TIMEOUT) --nbval-sanitize-with tests/nbval_sanitize.cfg
 NOTEBOOKS := book/0*.ipynb book/assignments/solutions
 # Both cores: pytest-xdist runs two workers; --dist loadfile keeps each notebook (and each test
 # file) on one worker, so nbval's cells run in order in one kernel.  Every torch step fixes its own
@@ -75,7 +78,7 @@ book: $(STAMP) $(VENDOR_STAMP)
 	@if [ -f _build/.jupyter_cache/global.db ] && \
 	  [ -n "$$(find lib -name '*.py' -newer _build/.jupyter_cache/global.db | head -1)" ]; then \
 	  echo "lib/ changed: clearing the execution cache"; rm -rf _build/.jupyter_cache; fi
-	$(PY) -m coinfer.book execute --jobs $(JOBS) $(BOOK_NOTEBOOKS)
+	$(PY) -m coinfer.book execute --jobs $(JOBS) --timeout $(CELL_TIMEOUT) $(BOOK_NOTEBOOKS)
 	$(VENV)/bin/jupyter-book build . -W --keep-going
 	@echo "The book is in _build/html/index.html"
 
