@@ -57,12 +57,14 @@ def test_makefile_command_line_parses(recorded):
     """The exact arguments ``make book`` passes (read from the Makefile) reach the executor."""
     text = (ROOT / "Makefile").read_text()
     recipe = next(line for line in text.splitlines() if "-m coinfer.book execute" in line)
-    assert "--jobs $(JOBS) $(BOOK_NOTEBOOKS)" in recipe
+    assert "--jobs $(JOBS) --timeout $(CELL_TIMEOUT) $(BOOK_NOTEBOOKS)" in recipe
+    timeout = int(text.split("CELL_TIMEOUT :=", 1)[1].split()[0])
     variable = text.split("BOOK_NOTEBOOKS :=", 1)[1].split("\n\n", 1)[0]
     notebooks = variable.replace("\\\n", " ").split()
     assert notebooks and all(n.endswith(".ipynb") for n in notebooks)
-    book.main(["execute", "--jobs", "2", *notebooks])
+    book.main(["execute", "--jobs", "2", "--timeout", str(timeout), *notebooks])
     assert recorded[0]["notebooks"] == notebooks and recorded[0]["jobs"] == 2
+    assert recorded[0]["timeout"] == timeout
 
 
 def test_unknown_command_and_bad_jobs_fail(recorded, capsys):
