@@ -4,7 +4,8 @@ import importlib
 
 import coinfer.attack as attack
 
-MODULES = ("threat", "inverse", "black_box", "protocol", "white_box", "baselines")
+MODULES = ("threat", "inverse", "black_box", "protocol", "white_box", "baselines", "server",
+           "leakage")
 
 
 def test_all_is_exported_and_defined_in_the_submodules():
@@ -30,5 +31,7 @@ def test_each_name_lives_in_exactly_one_submodule():
 def test_names_the_book_uses():
     # `from coinfer import attack` then attack.<name> in Chapter 2
     for name in ("inverse_strides", "CHAPTER_TV_WEIGHTS", "PROTOCOL", "chapter_attacker",
-                 "reconstruct", "split_oracle", "QueryAccess", "observe", "learn"):
+                 "reconstruct", "split_oracle", "QueryAccess", "observe", "learn",
+                 "curious_server_attack", "replicate_attackers", "independent_judge",
+                 "train_feature_probe", "probe_accuracy", "family_classes", "TV_SEARCH_GRID"):
         assert hasattr(attack, name), name

@@ -34,6 +34,9 @@ __all__ = [
     "ssim",
     "reconstruction_metrics",
     "METRICS",
+    "MeanCI",
+    "mean_ci",
+    "paired_difference",
 ]
 
 #: The metric names, in the order of the paper's Table 1.
@@ -255,3 +258,80 @@ def reconstruction_metrics(original, reconstructed) -> MetricSummary:
     a, b = _pair(original, reconstructed)
     errors = ((a - b) ** 2).mean(axis=(1, 2, 3))
     return MetricSummary(errors, _psnr_from(errors), _ssim_from(a, b))
+
+
+class MeanCI(NamedTuple):
+    """A mean with its Student-t 95 % confidence interval.
+
+    Attributes
+    ----------
+    mean
+        The sample mean :math:`\\bar d`.
+    low, high
+        :math:`\\bar d \\mp t_{0.975,\\,n-1}\\, s / \\sqrt n` (``nan`` when ``n = 1``).
+    std
+        The sample standard deviation :math:`s` (``ddof=1``; ``nan`` when ``n = 1``).
+    n
+        Number of values.
+    """
+
+    mean: float
+    low: float
+    high: float
+    std: float
+    n: int
+
+    def excludes_zero(self) -> bool:
+        """True when the whole interval lies on one side of 0 (a difference is resolved)."""
+        return bool(self.low > 0 or self.high < 0)
+
+
+def mean_ci(values) -> MeanCI:
+    """Mean and 95 % Student-t confidence interval of a one-dimensional sample.
+
+    Used for means over test images and for means over replicated attackers (one value per
+    replicate).  The interval assumes independent values; it is exact for normal data and
+    approximate (central limit theorem) otherwise.
+
+    Raises
+    ------
+    ValueError
+        When ``values`` is not one-dimensional, is empty or holds NaN or infinite values.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    if values.ndim != 1 or values.size == 0:
+        raise ValueError(f"values must be a non-empty 1-D sample, got shape {values.shape}")
+    if not np.isfinite(values).all():
+        raise ValueError("values contains NaN or infinite values")
+    mean = float(values.mean())
+    if values.size < 2:
+        return MeanCI(mean, math.nan, math.nan, math.nan, 1)
+    std = float(values.std(ddof=1))
+    half = _t_quantile(values.size) * std / math.sqrt(values.size)
+    return MeanCI(mean, mean - half, mean + half, std, int(values.size))
+
+
+def paired_difference(a, b) -> MeanCI:
+    """Mean of the per-item differences ``a - b`` with its 95 % confidence interval (paired t).
+
+    When two attacks are scored on the *same* images, the image-to-image spread (some signs are
+    easy, some hard) is common to both and cancels in :math:`d_i = a_i - b_i`; the interval of
+    :math:`\\bar d` is then much narrower than comparing two separate intervals of the means.
+
+    Parameters
+    ----------
+    a, b
+        Per-image values of one metric for two attacks on the same images, in the same order
+        (e.g. ``summary_a.psnr`` and ``summary_b.psnr``).
+
+    Raises
+    ------
+    ValueError
+        When the two samples differ in shape, are not one-dimensional or are empty.
+    """
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape:
+        raise ValueError(f"a and b must pair up (same images, same order), got shapes {a.shape} "
+                         f"and {b.shape}")
+    return mean_ci(a - b)

@@ -39,12 +39,17 @@ The package follows the sections of Chapter 2:
   :func:`reconstruct`, :class:`AttackResult`, :func:`black_box_attack`, and the cache of trained
   attackers, :func:`load_or_train_attacker`;
 * :mod:`coinfer.attack.protocol` — the experiment (Sects. 2.3 and 2.7): :func:`query_subset`,
-  :func:`noise_queries`, :class:`AttackProtocol`, :data:`PROTOCOL`, :func:`chapter_attacker`;
+  :func:`noise_queries`, :class:`AttackProtocol`, :data:`PROTOCOL`, :func:`chapter_attacker`,
+  :func:`replicate_attackers`, :data:`SIGN_FAMILIES`, :func:`family_classes`;
 * :mod:`coinfer.attack.white_box` — the white-box spear (Sect. 2.6): :func:`total_variation`,
   :class:`WhiteBoxResult`, :func:`white_box_attack`, :func:`tune_tv_weight`, :data:`TV_GRID`,
   :data:`CHAPTER_TV_WEIGHTS`;
+* :mod:`coinfer.attack.server` — the honest-but-curious edge server's white-box spear
+  (Sect. 2.6): :func:`search_tv_weight`, :func:`curious_server_attack`;
 * :mod:`coinfer.attack.baselines` — the yardsticks (Sect. 2.8): :func:`mean_image_baseline`,
-  :class:`ClassLeak`, :func:`class_leak`.
+  :class:`ClassLeak`, :func:`class_leak`;
+* :mod:`coinfer.attack.leakage` — class leakage judged fairly (Sect. 2.8):
+  :func:`independent_judge`, :func:`train_feature_probe`, :func:`probe_accuracy`.
 
 Everything is re-exported here: ``from coinfer.attack import observe`` and ``attack.observe``
 work as before.
@@ -56,7 +61,12 @@ from .baselines import ClassLeak, class_leak, mean_image_baseline
 from .black_box import AttackResult, black_box_attack, load_or_train_attacker, reconstruct
 from .inverse import (InverseConfig, InverseNetwork, InverseResult, inverse_network,
                       inverse_strides, learn)
-from .protocol import PROTOCOL, AttackProtocol, chapter_attacker, noise_queries, query_subset
+from .leakage import (JUDGE, FeatureProbe, JudgeCNN, JudgeConfig, JudgeResult, ProbeResult,
+                      independent_judge, probe_accuracy, probe_features, train_feature_probe)
+from .protocol import (PROTOCOL, SIGN_FAMILIES, AttackProtocol, chapter_attacker, family_classes,
+                       noise_queries, query_subset, replicate_attackers)
+from .server import (TV_SEARCH_GRID, ServerAttackResult, TVSearch, curious_server_attack,
+                     search_tv_weight)
 from .threat import BlackBoxAccessError, QueryAccess, intercept, observe, split_oracle
 from .white_box import (CHAPTER_TV_WEIGHTS, TV_GRID, WhiteBoxResult, total_variation,
                         tune_tv_weight, white_box_attack)
@@ -91,4 +101,22 @@ __all__ = [
     "AttackProtocol",
     "PROTOCOL",
     "chapter_attacker",
+    "replicate_attackers",
+    "SIGN_FAMILIES",
+    "family_classes",
+    "TV_SEARCH_GRID",
+    "TVSearch",
+    "search_tv_weight",
+    "ServerAttackResult",
+    "curious_server_attack",
+    "JudgeConfig",
+    "JUDGE",
+    "JudgeCNN",
+    "JudgeResult",
+    "independent_judge",
+    "FeatureProbe",
+    "ProbeResult",
+    "train_feature_probe",
+    "probe_features",
+    "probe_accuracy",
 ]

@@ -3,12 +3,16 @@
 * :func:`query_subset` — seeded subsets of a data set (the attacker's :math:`X`, the victims'
   :math:`x_0`, or only some classes); :func:`noise_queries` — the least informed query set;
 * :class:`AttackProtocol` and :data:`PROTOCOL` — Chapter 2's protocol (Table 1, Fig. 3);
-* :func:`chapter_attacker` — the cached black-box attacker of that protocol, reused by Chapter 3.
+* :func:`chapter_attacker` — the cached black-box attacker of that protocol, reused by Chapter 3;
+* :func:`replicate_attackers` — the same attacker retrained with other seeds and query sets
+  (the spread of Table 1 over attackers, not only over test images);
+* :data:`SIGN_FAMILIES` and :func:`family_classes` — GTSRB's classes grouped by shape and colour,
+  for a real data mismatch between the attacker's queries and the victims' images.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
@@ -114,3 +118,62 @@ def query_subset(data: ImageSet, n: int, *, seed: int = 0,
         raise ValueError(f"n={n} exceeds the {pool.numel()} available images")
     pick = torch.randperm(pool.numel(), generator=torch.Generator().manual_seed(seed))[:n]
     return data.subset(pool[pick].sort().values)
+
+
+def replicate_attackers(
+    victim: nn.Sequential,
+    train_set: ImageSet,
+    *,
+    at: int,
+    seeds: tuple[int, ...] = (0, 1, 2, 3, 4),
+    protocol: AttackProtocol = PROTOCOL,
+    progress: bool = False,
+) -> list[InverseResult]:
+    """The black-box attacker of ``protocol`` replicated over seeds and query sets (cached).
+
+    Replicate ``s`` draws its own query set ``query_subset(train_set, protocol.n_queries,
+    seed=s)`` and trains :math:`g_\\omega` with ``replace(protocol.config, seed=s)`` (its own
+    initial weights, held-out split and mini-batch order).  With the default protocol, seed 0
+    is exactly :func:`chapter_attacker` (query seed 0, config seed 0).  The spread of a metric
+    over the replicates is the attack's run-to-run variability, which the confidence interval
+    over test images of one attacker does not include.
+    """
+    if not isinstance(protocol, AttackProtocol):
+        raise TypeError(f"protocol must be an AttackProtocol, got {type(protocol).__name__}")
+    seeds = tuple(seeds)
+    if not seeds:
+        raise ValueError("seeds must name at least one seed")
+    for s in seeds:
+        check_positive_int("seeds entries", s, allow_zero=True)
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds must be distinct, got {seeds}")
+    oracle = split_oracle(victim, at=at)
+    return [load_or_train_attacker(oracle, query_subset(train_set, protocol.n_queries, seed=s),
+                                   at=at, config=replace(protocol.config, seed=s),
+                                   cache_key=protocol.cache_key, progress=progress)
+            for s in seeds]
+
+
+#: GTSRB's 43 classes grouped by the shape and colour of the sign (class ids of
+#: :data:`coinfer.data.GTSRB_CLASSES`): red-rimmed circles (speed limits, no passing, no
+#: vehicles), red-rimmed triangles (the warnings, with "right-of-way at the next intersection"),
+#: blue discs (the mandatory signs), and the rest (end-of-restriction signs with grey stripes,
+#: priority road, yield, stop, no entry).
+SIGN_FAMILIES: dict[str, tuple[int, ...]] = {
+    "red circle": (0, 1, 2, 3, 4, 5, 7, 8, 9, 10, 15, 16),
+    "red triangle": (11, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31),
+    "blue disc": (33, 34, 35, 36, 37, 38, 39, 40),
+    "other": (6, 12, 13, 14, 17, 32, 41, 42),
+}
+
+
+def family_classes(*families: str) -> tuple[int, ...]:
+    """The class ids of one or more :data:`SIGN_FAMILIES`, sorted."""
+    if not families:
+        raise ValueError("name at least one family")
+    out: set[int] = set()
+    for f in families:
+        if f not in SIGN_FAMILIES:
+            raise ValueError(f"family must be one of {tuple(SIGN_FAMILIES)}, got {f!r}")
+        out.update(SIGN_FAMILIES[f])
+    return tuple(sorted(out))
