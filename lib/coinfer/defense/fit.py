@@ -330,6 +330,10 @@ def fit_logistic_curve(epsilons, accuracies, *, clean_accuracy: float
 class AccuracyFit:
     r"""The fitted accuracy curve :math:`A(\epsilon) = a\log(b\epsilon + 1)` and the sweep behind it.
 
+    Calling the fit, ``fit(ε)``, evaluates the paper's uncapped curve (as before);
+    :meth:`paper_curve` is the capped one and :meth:`logistic_curve` the saturating one.  All three
+    take a float or an array of :math:`\epsilon > 0`.
+
     Attributes
     ----------
     a, b
@@ -347,16 +351,12 @@ class AccuracyFit:
     sweep_seconds
         Wall time of the sweep when it was computed (not of loading it).
     logistic_min, logistic_k, logistic_eps0
-        The saturating fit :func:`logistic_accuracy_curve` with :math:`A_{\rm clean}` =
-        ``clean_accuracy`` (:func:`fit_logistic_curve`), computed from the sweep.
+        The saturating fit :func:`logistic_accuracy_curve` computed from the sweep by
+        :func:`fit_logistic_curve`, whose top is the clean accuracy.
     r2_paper, r2_paper_uncapped, r2_logistic
         :math:`R^2` over all sweep points of :meth:`paper_curve` (the paper's curve capped at the
         clean accuracy), of the uncapped :math:`a\log(b\epsilon+1)`, and of
         :meth:`logistic_curve`.
-
-    Calling the fit, ``fit(ε)``, evaluates the paper's uncapped curve (as before);
-    :meth:`paper_curve` is the capped one and :meth:`logistic_curve` the saturating one.  All three
-    take a float or an array of :math:`\epsilon > 0`.
     """
 
     a: float
