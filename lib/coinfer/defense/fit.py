@@ -187,6 +187,20 @@ def accuracy_sweep(
                        time.perf_counter() - start)
 
 
+def _sweep_points(epsilons, accuracies, *, minimum: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(ε, accuracy)`` as arrays, accuracy with one row per ε (a column per draw), checked."""
+    eps = np.asarray(epsilons, dtype=float)
+    acc = np.asarray(accuracies, dtype=float)
+    if acc.ndim == 1:
+        acc = acc[:, None]
+    if eps.ndim != 1 or acc.shape[0] != eps.size or eps.size < minimum:
+        raise ValueError(f"epsilons (shape {eps.shape}) and accuracies (shape {acc.shape}) must "
+                         f"have one row per epsilon, at least {minimum}")
+    if not (np.isfinite(eps).all() and (eps > 0).all() and np.isfinite(acc).all()):
+        raise ValueError("epsilons must be finite and > 0 and accuracies finite")
+    return eps, acc
+
+
 def accuracy_curve(epsilon, a: float, b: float) -> np.ndarray:
     r""":math:`A(\epsilon) = a\log(b\epsilon + 1)` (natural log), the paper's Eq. for Fig. 5."""
     return a * np.log1p(b * np.asarray(epsilon, dtype=float))
@@ -206,15 +220,7 @@ def fit_accuracy_curve(epsilons, accuracies) -> tuple[float, float, np.ndarray]:
     a, b, covariance
         The fitted parameters and their estimated covariance matrix.
     """
-    eps = np.asarray(epsilons, dtype=float)
-    acc = np.asarray(accuracies, dtype=float)
-    if acc.ndim == 1:
-        acc = acc[:, None]
-    if eps.ndim != 1 or acc.shape[0] != eps.size or eps.size < 2:
-        raise ValueError(f"epsilons (shape {eps.shape}) and accuracies (shape {acc.shape}) must "
-                         "have one row per epsilon, at least 2")
-    if not (np.isfinite(eps).all() and (eps > 0).all() and np.isfinite(acc).all()):
-        raise ValueError("epsilons must be finite and > 0 and accuracies finite")
+    eps, acc = _sweep_points(epsilons, accuracies, minimum=2)
     x = np.repeat(eps, acc.shape[1])
     y = acc.reshape(-1)
     best = (math.inf, 1.0, 1.0)
@@ -296,15 +302,7 @@ def fit_logistic_curve(epsilons, accuracies, *, clean_accuracy: float
     a_min, k, eps0, covariance
         The fitted parameters and the covariance of :math:`(A_{\min}, k, \log\epsilon_0)`.
     """
-    eps = np.asarray(epsilons, dtype=float)
-    acc = np.asarray(accuracies, dtype=float)
-    if acc.ndim == 1:
-        acc = acc[:, None]
-    if eps.ndim != 1 or acc.shape[0] != eps.size or eps.size < 3:
-        raise ValueError(f"epsilons (shape {eps.shape}) and accuracies (shape {acc.shape}) must "
-                         "have one row per epsilon, at least 3")
-    if not (np.isfinite(eps).all() and (eps > 0).all() and np.isfinite(acc).all()):
-        raise ValueError("epsilons must be finite and > 0 and accuracies finite")
+    eps, acc = _sweep_points(epsilons, accuracies, minimum=3)
     clean = float(clean_accuracy)
     if not (math.isfinite(clean) and 0 < clean <= 1):
         raise ValueError(f"clean_accuracy must be in (0, 1], got {clean_accuracy!r}")
