@@ -2,6 +2,8 @@
 
 import importlib
 
+import pytest
+
 import coinfer.attack as attack
 
 MODULES = ("threat", "inverse", "black_box", "protocol", "white_box", "baselines", "server",
@@ -35,3 +37,17 @@ def test_names_the_book_uses():
                  "curious_server_attack", "replicate_attackers", "independent_judge",
                  "train_feature_probe", "probe_accuracy", "family_classes", "TV_SEARCH_GRID"):
         assert hasattr(attack, name), name
+
+
+def test_check_adaptive_attacker_needs_both_or_neither():
+    import torch
+
+    images = torch.zeros(2, 3, 32, 32)
+    attack.check_adaptive_attacker(None, None)
+    attack.check_adaptive_attacker(images, attack.InverseConfig())
+    with pytest.raises(ValueError, match="both attacker_images and adaptive_config"):
+        attack.check_adaptive_attacker(images, None)
+    with pytest.raises(ValueError, match="both attacker_images and adaptive_config"):
+        attack.check_adaptive_attacker(None, attack.InverseConfig())
+    with pytest.raises(TypeError, match="adaptive_config must be an InverseConfig, got dict"):
+        attack.check_adaptive_attacker(images, {"lr": 1e-3})

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -33,7 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .config import cache_dir, check_positive_float, check_positive_int, file_lock
+from .config import cache_dir, check_positive_float, check_positive_int, file_lock, payload_digest
 from .costs import RAW_IMAGE_BYTES, FeatureQuantizer, SplitCost, count_flops, quantize_features
 from .data import ImageSet
 from .models import IMAGE_SHAPE
@@ -308,7 +307,7 @@ def load_or_train_bottleneck(
     payload = dataclasses.asdict(config) | {"model": model_hash, "data": data_hash,
                                             "boundary": boundary,
                                             "torch": torch.__version__.split("+")[0], "format": 1}
-    key = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+    key = payload_digest(payload)
     path = cache_dir("bottlenecks") / f"bottleneck-{key}.pt"
     with file_lock(path.with_suffix(".lock")):
         if path.exists():

@@ -10,6 +10,8 @@ Every path the library touches is resolved here, in one order that a reader can 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import os
 import random
 from pathlib import Path
@@ -26,6 +28,7 @@ __all__ = [
     "check_positive_int",
     "check_positive_float",
     "file_lock",
+    "payload_digest",
     "progress_bar",
 ]
 
@@ -98,6 +101,16 @@ def check_positive_float(name: str, value, *, allow_zero: bool = False) -> float
         bound = ">= 0" if allow_zero else "> 0"
         raise ValueError(f"{name} must be {bound}, got {value}")
     return value
+
+
+def payload_digest(payload: dict) -> str:
+    """The 16-hex-digit key of a disk cache entry: SHA-256 of ``payload`` as sorted JSON.
+
+    Every model cache (victim, attackers, judges, bottlenecks, clipped victims, DP-SGD runs) names
+    its file by the digest of everything that determines the cached result, so a change of any
+    setting, of the data or of torch's version trains afresh instead of loading a stale entry.
+    """
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
 @contextlib.contextmanager

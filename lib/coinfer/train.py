@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
-import json
 import time
 from dataclasses import dataclass
 from typing import Iterable, NamedTuple
@@ -27,7 +26,7 @@ import torch
 from torch import nn
 
 from .config import (cache_dir, check_positive_float, check_positive_int, default_device, file_lock,
-                     progress_bar)
+                     payload_digest, progress_bar)
 from .data import ImageSet, load_signs, train_val_split
 from .models import RoadSignCNN, road_sign_cnn
 
@@ -376,7 +375,7 @@ def _cache_key(config: TrainConfig, data: ImageSet, device: torch.device) -> str
         "torch": torch.__version__.split("+")[0],
         "format": 2,  # bump whenever the training code changes its arithmetic
     }
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+    return payload_digest(payload)
 
 
 def load_or_train(

@@ -59,8 +59,8 @@ from __future__ import annotations
 
 from .baselines import ClassLeak, class_leak, mean_image_baseline
 from .black_box import AttackResult, black_box_attack, load_or_train_attacker, reconstruct
-from .inverse import (InverseConfig, InverseNetwork, InverseResult, inverse_network,
-                      inverse_strides, learn)
+from .inverse import (InverseConfig, InverseNetwork, InverseResult, check_adaptive_attacker,
+                      inverse_network, inverse_strides, learn)
 from .leakage import (JUDGE, FeatureProbe, JudgeCNN, JudgeConfig, JudgeResult, ProbeResult,
                       independent_judge, probe_accuracy, probe_features, train_feature_probe)
 from .protocol import (PROTOCOL, SIGN_FAMILIES, AttackProtocol, chapter_attacker, family_classes,
@@ -78,6 +78,7 @@ __all__ = [
     "intercept",
     "observe",
     "InverseConfig",
+    "check_adaptive_attacker",
     "InverseNetwork",
     "inverse_network",
     "inverse_strides",

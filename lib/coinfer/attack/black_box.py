@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import re
 from typing import Callable, NamedTuple
 
 import torch
 from torch import nn
 
-from ..config import cache_dir, check_positive_int, file_lock
+from ..config import cache_dir, check_positive_int, file_lock, payload_digest
 from ..models import IMAGE_SHAPE
 from ._checks import _check_at, _check_features, _image_tensor
 from .inverse import InverseConfig, InverseNetwork, InverseResult, _use_bf16, inverse_network, learn
@@ -194,7 +193,7 @@ def load_or_train_attacker(
         "torch": torch.__version__.split("+")[0],
         "format": _CACHE_FORMAT,
     }
-    digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+    digest = payload_digest(payload)
     path = cache_dir("attackers") / f"{cache_key}-at{at}-{digest}.pt"
     # One lock per checkpoint: when two processes (two chapters, a chapter and a test) need the
     # same attacker at once, the second waits for the first and then loads its checkpoint.

@@ -116,6 +116,21 @@ class InverseConfig:
         check_positive_int("num_threads", self.num_threads)
 
 
+def check_adaptive_attacker(attacker_images, adaptive_config) -> None:
+    """Check the optional adaptive attacker of a defence evaluation: both arguments or neither.
+
+    An adaptive attacker runs Algorithm 1 against the *defended* device, so it needs its query
+    images (``attacker_images``) and its training settings (``adaptive_config``, an
+    :class:`InverseConfig`) together.
+    """
+    if (attacker_images is None) != (adaptive_config is None):
+        raise ValueError("pass both attacker_images and adaptive_config (adaptive attacker) "
+                         "or neither")
+    if adaptive_config is not None and not isinstance(adaptive_config, InverseConfig):
+        raise TypeError(f"adaptive_config must be an InverseConfig, got "
+                        f"{type(adaptive_config).__name__}")
+
+
 def inverse_strides(at: int) -> tuple[int, int]:
     """Strides of the paper's two transposed convolutions for split point ``at``.
 

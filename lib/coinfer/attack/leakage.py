@@ -17,8 +17,6 @@ measures:
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 from dataclasses import dataclass
 from typing import Callable, NamedTuple
 
@@ -26,7 +24,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..config import cache_dir, check_positive_float, check_positive_int, file_lock
+from ..config import cache_dir, check_positive_float, check_positive_int, file_lock, payload_digest
 from ..data import ImageSet
 from ..models import feature_shape
 from ..train import fixed_threads
@@ -136,7 +134,7 @@ def independent_judge(labelled: ImageSet, *, config: JudgeConfig = JUDGE) -> Jud
     payload = {"config": dataclasses.asdict(config), "images": _tensor_digest(labelled.images),
                "labels": _tensor_digest(labelled.labels),
                "torch": torch.__version__.split("+")[0], "format": 1}
-    digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+    digest = payload_digest(payload)
     path = cache_dir("judges") / f"judge-{digest}.pt"
     with file_lock(path.with_suffix(".lock")):
         if path.exists():

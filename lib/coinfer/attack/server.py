@@ -16,7 +16,6 @@ it can run the white-box attack of He et al. (2019).  This module runs that atta
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from typing import NamedTuple
 
@@ -24,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..config import cache_dir, check_positive_float, check_positive_int, file_lock
+from ..config import cache_dir, check_positive_float, check_positive_int, file_lock, payload_digest
 from ._checks import _check_at, _check_features, _image_tensor, _to_float
 from .black_box import _tensor_digest, reconstruct
 from .inverse import InverseResult
@@ -223,7 +222,7 @@ def curious_server_attack(
                "own": _tensor_digest(own), "device_model": _module_digest(device_model),
                "inverse": _module_digest(inverse_model),
                "torch": torch.__version__.split("+")[0], "format": _CACHE_FORMAT}
-    digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+    digest = payload_digest(payload)
     path = cache_dir("whitebox") / f"{cache_key}-at{at}-{digest}.pt"
     with file_lock(path.with_suffix(".lock")):
         if path.exists():

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import math
 import time
 from dataclasses import dataclass
@@ -37,7 +36,7 @@ import torch
 from torch import nn
 
 from ..config import (cache_dir, check_positive_float, check_positive_int, default_device,
-                      file_lock, progress_bar)
+                      file_lock, payload_digest, progress_bar)
 from ..data import ImageSet, load_signs, train_val_split
 from ..models import device_part_parameters, road_sign_cnn
 from ..models import check_split_point as _check_at
@@ -240,7 +239,7 @@ def _key(config: ClipFineTune, base_model: nn.Sequential, device: torch.device) 
         "torch": torch.__version__.split("+")[0],
         "format": 1,
     }
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+    return payload_digest(payload)
 
 
 def load_or_finetune_clipped(

@@ -193,7 +193,7 @@ def evaluate_shield(
     ``clean_features`` (the undefended device features of ``eval_set``) lets output shields skip
     recomputing the device part; the result is the same.
     """
-    from ..attack import InverseConfig, QueryAccess, black_box_attack, reconstruct
+    from ..attack import QueryAccess, black_box_attack, check_adaptive_attacker, reconstruct
     from ..metrics import reconstruction_metrics
 
     if not isinstance(eval_set, ImageSet):
@@ -202,12 +202,7 @@ def evaluate_shield(
     n_metric = len(eval_set) if metric_images is None else min(
         check_positive_int("metric_images", metric_images), len(eval_set))
     check_positive_int("keep", keep)
-    if (attacker_images is None) != (adaptive_config is None):
-        raise ValueError("pass both attacker_images and adaptive_config (adaptive attacker) "
-                         "or neither")
-    if adaptive_config is not None and not isinstance(adaptive_config, InverseConfig):
-        raise TypeError(f"adaptive_config must be an InverseConfig, got "
-                        f"{type(adaptive_config).__name__}")
+    check_adaptive_attacker(attacker_images, adaptive_config)
     pipeline = apply_shield(model, shield, at=at, seed=seed)
     with torch.no_grad():
         if clean_features is not None and isinstance(shield, (OutputNoise, OutputDropout)):

@@ -27,7 +27,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
-import json
 import math
 from dataclasses import dataclass
 from typing import NamedTuple, Sequence
@@ -38,7 +37,7 @@ import torch.nn.functional as F
 from scipy import special
 from torch import nn
 
-from ..config import cache_dir, check_positive_float, check_positive_int, file_lock
+from ..config import cache_dir, check_positive_float, check_positive_int, file_lock, payload_digest
 from ..data import to_float
 from ..train import fixed_threads
 from .gaussian import check_delta
@@ -385,7 +384,7 @@ def train_dp_sgd(features: torch.Tensor, labels: torch.Tensor,
         model = nn.Linear(features.shape[1], num_classes)
     payload = dataclasses.asdict(config) | {"data": _digest(features, labels), "format": 1,
                                             "classes": num_classes}
-    key = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+    key = payload_digest(payload)
     path = cache_dir("dp_sgd") / f"dpsgd-{key}.pt"
     lock = file_lock(path.with_suffix(".lock")) if use_cache else contextlib.nullcontext()
     with lock:

@@ -236,18 +236,13 @@ def evaluate_local_dp(
     standardises the features by their standard deviation, as in Chapter 3.  ``clean_features``
     (the undefended features of ``eval_set``) saves recomputing the device part.
     """
-    from ..attack import InverseConfig, QueryAccess, black_box_attack, reconstruct
+    from ..attack import QueryAccess, black_box_attack, check_adaptive_attacker, reconstruct
     from ..metrics import reconstruction_metrics
     from ..models import split
 
     if not isinstance(eval_set, ImageSet):
         raise TypeError(f"eval_set must be an ImageSet, got {type(eval_set).__name__}")
-    if (attacker_images is None) != (adaptive_config is None):
-        raise ValueError("pass both attacker_images and adaptive_config (adaptive attacker) "
-                         "or neither")
-    if adaptive_config is not None and not isinstance(adaptive_config, InverseConfig):
-        raise TypeError(f"adaptive_config must be an InverseConfig, got "
-                        f"{type(adaptive_config).__name__}")
+    check_adaptive_attacker(attacker_images, adaptive_config)
     parts = split(model, at=at)
     device = local_dp_device(parts.device, shield, seed=seed)
     layer = device[1]
