@@ -223,3 +223,61 @@ def test_replicated_defence_table_draws_and_intervals():
     with pytest.raises(ValueError, match="subset"):
         replicated_defence_table(model, clip_bound=G, eval_set=eval_set, clean_inverse=inverse,
                                  seeds=(0,), adaptive_seeds=(3,))
+
+
+# --------------------------------------------------------------------------------------------
+# the chapters' sweep settings, the frontier grid for another G, the cached adaptive attacker
+# --------------------------------------------------------------------------------------------
+
+def test_chapter_sweep_settings_fine_tune_at_the_chosen_bound():
+    from coinfer.defense import chapter_sweep_settings
+
+    base = load_or_train(TINY, train_set=synthetic_signs(160, seed=0), progress=False).model
+    settings = chapter_sweep_settings(victim=TINY)
+    G = choose_clip_bound(base, at=4)
+    assert settings.finetune == ClipFineTune(G, at=4, base=TINY)
+    assert settings.victim == TINY and settings.clip_bound == G < TINY.clip_bound
+    assert settings == chapter_sweep_settings(victim=TINY)  # same settings, same cached fit
+
+
+def test_frontier_epsilons_keep_the_noise_scales():
+    from coinfer.defense import FRONTIER_EPSILONS, frontier_epsilons
+
+    for G in (1.0, 0.21, 3.0):
+        grid = frontier_epsilons(G)
+        assert len(grid) == len(FRONTIER_EPSILONS)
+        np.testing.assert_allclose([2 * G / e for e in grid],
+                                   [2 / e for e in FRONTIER_EPSILONS], rtol=1e-5)
+    assert frontier_epsilons(1.0) == FRONTIER_EPSILONS
+    with pytest.raises(ValueError, match="clip_bound"):
+        frontier_epsilons(0.0)
+
+
+def test_adaptive_attack_is_cached_per_deployment():
+    from coinfer.attack import InverseConfig, adaptive_attack, reconstruct
+    from coinfer.defense import ParameterNoise, apply_shield, device_features
+
+    model = road_sign_cnn(seed=0).eval()
+    clamp_parameters(device_part_parameters(model, at=4), bound=0.05)
+    queries = synthetic_signs(24, seed=6).images
+    images = synthetic_signs(6, seed=5).images
+    config = InverseConfig(max_epochs=1, batch_size=8)
+
+    def attack(seed):
+        device = apply_shield(model, ParameterNoise(20.0, 0.05), at=4, seed=seed).device
+        v = device_features(device, images)
+        return v, adaptive_attack(device, queries, v, at=4, config=config)
+
+    v, first = attack(0)
+    assert not first.inverse.cache_hit and first.reconstructions.shape == (6, 3, 32, 32)
+    # the inverse sees the features divided by their standard deviation
+    expected = reconstruct(first.inverse.model, v / float(v.std()))
+    assert torch.equal(first.reconstructions, expected)
+    _, again = attack(0)  # the same deployment: its attacker is loaded, not trained again
+    assert again.inverse.cache_hit and torch.equal(again.reconstructions, first.reconstructions)
+    _, other = attack(1)  # another noise draw is another deployment
+    assert not other.inverse.cache_hit
+    with pytest.raises(TypeError, match="config"):
+        adaptive_attack(model, queries, v, at=4, config=None)
+    with pytest.raises(TypeError, match="device_model"):
+        adaptive_attack(lambda x: x, queries, v, at=4, config=config)

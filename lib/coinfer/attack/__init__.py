@@ -58,7 +58,8 @@ work as before.
 from __future__ import annotations
 
 from .baselines import ClassLeak, class_leak, mean_image_baseline
-from .black_box import AttackResult, black_box_attack, load_or_train_attacker, reconstruct
+from .black_box import (AttackResult, adaptive_attack, black_box_attack, load_or_train_attacker,
+                        reconstruct)
 from .inverse import (InverseConfig, InverseNetwork, InverseResult, check_adaptive_attacker,
                       inverse_network, inverse_strides, learn)
 from .leakage import (JUDGE, FeatureProbe, JudgeCNN, JudgeConfig, JudgeResult, ProbeResult,
@@ -88,6 +89,7 @@ __all__ = [
     "AttackResult",
     "black_box_attack",
     "load_or_train_attacker",
+    "adaptive_attack",
     "total_variation",
     "WhiteBoxResult",
     "white_box_attack",

@@ -3,7 +3,9 @@
 * :func:`reconstruct` — phase 3 of Algorithm 1: :math:`x_0' = g_\\omega(v_0)`;
 * :func:`black_box_attack` — observe → learn → reconstruct, returning an :class:`AttackResult`;
 * :func:`load_or_train_attacker` — the trained :math:`g_\\omega` (phases 1–2) from the disk cache
-  ``coinfer.config.cache_dir("attackers")``, or trained anew and saved there.
+  ``coinfer.config.cache_dir("attackers")``, or trained anew and saved there;
+* :func:`adaptive_attack` — Algorithm 1 against a *defended* device part (Chapter 3's adaptive
+  attacker), its inverse cached like any other.
 """
 
 from __future__ import annotations
@@ -228,3 +230,39 @@ def _load_or_train_locked(path, oracle, attacker_images, at, config, progress,
     tmp.replace(path)  # atomic: a crash never leaves a half-written checkpoint behind
     return result
 
+
+def adaptive_attack(
+    device_model: nn.Module,
+    attacker_images,
+    intercepted_features: torch.Tensor,
+    *,
+    at: int,
+    config: InverseConfig,
+    cache_key: str = "adaptive",
+    progress: bool = False,
+) -> AttackResult:
+    r"""Algorithm 1 against a *defended* device part: the adaptive attacker of Chapter 3.
+
+    The attacker queries the deployed device part (noise and all) through :class:`QueryAccess`
+    and trains its inverse on those answers, as in :func:`black_box_attack`, with one change: it
+    divides every feature by one global scale :math:`s`, the standard deviation of the features
+    it intercepted, and scales its own queries' answers alike (parameter noise can inflate the
+    activations by orders of magnitude, which would otherwise stall Adam).  It returns
+    :math:`g_\omega(v_0 / s)`.
+
+    The trained inverse is cached by :func:`load_or_train_attacker` under ``cache_key``: the key
+    holds the black-box fingerprint of the *scaled, defended* oracle, so every deployment (shield,
+    strength, seed) gets its own attacker, and a re-run of the same deployment loads it.
+    """
+    if not isinstance(device_model, nn.Module):
+        raise TypeError(f"device_model must be an nn.Module, got {type(device_model).__name__}")
+    if not isinstance(config, InverseConfig):
+        raise TypeError(f"config must be an InverseConfig, got {type(config).__name__}")
+    at = _check_at(at)
+    intercepted_features = _check_features(intercepted_features, at, "intercepted_features")
+    oracle = QueryAccess(device_model, num_threads=config.num_threads)
+    scale = float(intercepted_features.float().std()) or 1.0
+    inverse = load_or_train_attacker(lambda images: oracle(images) / scale, attacker_images,
+                                     at=at, config=config, cache_key=cache_key, progress=progress)
+    return AttackResult(reconstruct(inverse.model, intercepted_features / scale), inverse,
+                        inverse.history)

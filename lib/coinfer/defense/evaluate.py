@@ -185,15 +185,15 @@ def evaluate_shield(
        draw per image for fresh-noise shields); the edge classifies :math:`v` (``accuracy``);
     3. the clean-API attacker reconstructs :math:`g_\omega(v)` with ``clean_inverse`` (trained by
        Algorithm 1 on the undefended API — Chapter 2's attacker);
-    4. with ``attacker_images`` and ``adaptive_config`` given, the adaptive attacker runs
-       Algorithm 1 (:func:`coinfer.attack.black_box_attack`) against
-       :class:`coinfer.attack.QueryAccess` of the *defended* device part.
+    4. with ``attacker_images`` and ``adaptive_config`` given, the adaptive attacker
+       (:func:`coinfer.attack.adaptive_attack`) runs Algorithm 1 against query access to the
+       *defended* device part; its inverse is cached per deployment.
 
     Metrics are computed on the first ``metric_images`` evaluation images (all by default).
     ``clean_features`` (the undefended device features of ``eval_set``) lets output shields skip
     recomputing the device part; the result is the same.
     """
-    from ..attack import QueryAccess, black_box_attack, check_adaptive_attacker, reconstruct
+    from ..attack import adaptive_attack, check_adaptive_attacker, reconstruct
     from ..metrics import reconstruction_metrics
 
     if not isinstance(eval_set, ImageSet):
@@ -224,15 +224,9 @@ def evaluate_shield(
     clean_metrics = reconstruction_metrics(originals, recon)
     adaptive = adaptive_inverse = examples_adaptive = None
     if adaptive_config is not None:
-        oracle = QueryAccess(pipeline.device, num_threads=adaptive_config.num_threads)
-        # The attacker standardises the features by one global scale, the standard deviation
-        # of the features it intercepted (parameter noise can blow the activations up by orders
-        # of magnitude, which would otherwise stall Adam); its queries are scaled alike.
-        scale = float(v.float().std()) or 1.0
-        result = black_box_attack(lambda images: oracle(images) / scale, attacker_images,
-                                  v[:n_metric] / scale, at=at, config=adaptive_config,
-                                  progress=progress)
-        adaptive = reconstruction_metrics(originals, result.reconstructions)
+        result = adaptive_attack(pipeline.device, attacker_images, v, at=at,
+                                 config=adaptive_config, progress=progress)
+        adaptive = reconstruction_metrics(originals, result.reconstructions[:n_metric])
         adaptive_inverse = result.inverse
         examples_adaptive = result.reconstructions[:keep].clone()
     return ShieldEvaluation(shield, label, acc, clean_metrics, adaptive, adaptive_inverse,

@@ -50,6 +50,7 @@ __all__ = [
     "AccuracyFit",
     "fitted_accuracy_curve",
     "fit_cache_path",
+    "chapter_sweep_settings",
 ]
 
 
@@ -130,6 +131,25 @@ class SweepConfig:
         if self.finetune is not None:
             return float(self.finetune.clip_bound)
         return float(self.victim.clip_bound)
+
+
+def chapter_sweep_settings(*, victim: TrainConfig = VICTIM, at: int = 4,
+                           progress: bool = False) -> SweepConfig:
+    r"""The settings of Chapter 3's Fig. 5 sweep, whose fit Chapter 4 uses.
+
+    The victim of ``victim`` (trained with the paper's rescaling, from the model cache) gives the
+    clip bound :math:`G` = :func:`~coinfer.defense.choose_clip_bound` (the 99th percentile of
+    :math:`|\theta_1|` at split ``at``, rounded up); the sweep then runs on that victim
+    fine-tuned under coordinate clipping to :math:`[-G, G]`
+    (``SweepConfig(finetune=ClipFineTune(G, at=at))``).  ``fitted_accuracy_curve(
+    chapter_sweep_settings())`` is the curve of the chapters.
+    """
+    from ..train import load_or_train
+    from .clipping import choose_clip_bound
+
+    base = load_or_train(victim, progress=progress).model
+    G = choose_clip_bound(base, at=at)
+    return SweepConfig(at=at, victim=victim, finetune=ClipFineTune(G, at=at, base=victim))
 
 
 class SweepResult(NamedTuple):
@@ -500,16 +520,19 @@ def fitted_accuracy_curve(
 ) -> AccuracyFit:
     r"""The fit :math:`A(\epsilon) = a\log(b\epsilon+1)` of Fig. 5 — from the cache, or computed.
 
-    Chapter 3 computes it (``recompute=True``) with the default ``settings`` and caches it as
-    JSON in ``coinfer.config.cache_dir("fits")``, keyed by the settings (including the victim's
-    :class:`~coinfer.train.TrainConfig`), the device type, bf16 use, the torch version and the
-    data root.  Chapter 4 calls ``fitted_accuracy_curve()`` and gets the same numbers; when the
-    cache is missing it runs the same sweep (:func:`accuracy_sweep` + :func:`fit_accuracy_curve`).
+    The fit is cached as JSON in ``coinfer.config.cache_dir("fits")``, keyed by the settings
+    (including the victim's :class:`~coinfer.train.TrainConfig` and the clipped fine-tuning), the
+    device type, bf16 use, the torch version and the data root, and it records a fingerprint of
+    the victim's weights.  Chapter 3 computes it for :func:`chapter_sweep_settings` (and for the
+    default ``SweepConfig()``, the shared victim with :math:`G = 1`); Chapter 4 calls
+    ``fitted_accuracy_curve(chapter_sweep_settings())`` and gets the same numbers; when the cache
+    is missing it runs the same sweep (:func:`accuracy_sweep` + :func:`fit_accuracy_curve`).
 
     Parameters
     ----------
     settings
-        The sweep settings; the default is exactly the one Chapter 3 uses.
+        The sweep settings; the default is the shared victim with the paper's rescaling and
+        :math:`G = 1`, the chapters' curve is ``chapter_sweep_settings()``.
     model, test_set
         The victim and the GTSRB test split, when the caller has them loaded already; by default
         ``coinfer.train.load_or_train(settings.victim)`` and

@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..config import check_positive_float
+
 __all__ = [
     "FRONTIER_EPSILONS",
+    "frontier_epsilons",
     "FRONTIER_SCALES",
     "FRONTIER_RATES",
     "FRONTIER_TARGETS",
@@ -20,13 +23,26 @@ __all__ = [
     "strength_for_accuracy",
 ]
 
-#: Strength grids of the privacy–utility frontier (Sect. 3.7): parameter-noise budgets ε
-#: (scale 2G/ε), output-Laplace scales, dropout rates.
+#: Strength grids of the privacy–utility frontier (Sect. 3.7): parameter-noise budgets ε for a
+#: clip bound G = 1 (noise scales 2G/ε from 0.167 down to 0.0067; :func:`frontier_epsilons` gives
+#: the grid for another G), output-Laplace scales, dropout rates.
 FRONTIER_EPSILONS: tuple[float, ...] = (12.0, 20.0, 30.0, 45.0, 80.0, 300.0)
 FRONTIER_SCALES: tuple[float, ...] = (0.2, 0.4, 0.7, 1.0, 1.6, 3.0)
 FRONTIER_RATES: tuple[float, ...] = (0.5, 0.8, 0.9, 0.95, 0.98, 0.995)
 #: Accuracies (as fractions of the undefended accuracy) at which the shields are compared.
 FRONTIER_TARGETS: tuple[float, ...] = (0.9, 0.75, 0.5)
+
+
+def frontier_epsilons(clip_bound: float) -> tuple[float, ...]:
+    r"""The parameter-noise budgets of the frontier for clip bound :math:`G`: :math:`G\cdot`
+    :data:`FRONTIER_EPSILONS`.
+
+    The noise scale :math:`2G/\epsilon` depends on :math:`\epsilon/G` only, so this grid deploys
+    the same noise scales, :math:`2/\epsilon_j` for :math:`\epsilon_j \in`
+    :data:`FRONTIER_EPSILONS`, whatever :math:`G` is.
+    """
+    G = check_positive_float("clip_bound", clip_bound)
+    return tuple(float(f"{e * G:.6g}") for e in FRONTIER_EPSILONS)
 
 
 def interpolate_at_accuracy(accuracies, values, targets) -> np.ndarray:

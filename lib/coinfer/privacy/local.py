@@ -231,12 +231,12 @@ def evaluate_local_dp(
 
     The edge classifies the noisy features (accuracy); the clean-API attacker (``clean_inverse``,
     Chapter 2's inverse trained on undefended features) reconstructs from them; with
-    ``attacker_images`` and ``adaptive_config`` an adaptive attacker runs Algorithm 1
-    (:func:`coinfer.attack.black_box_attack`) against query access to the *defended* device, and
-    standardises the features by their standard deviation, as in Chapter 3.  ``clean_features``
+    ``attacker_images`` and ``adaptive_config`` the adaptive attacker of Chapter 3
+    (:func:`coinfer.attack.adaptive_attack`: Algorithm 1 against query access to the *defended*
+    device, features standardised by their standard deviation, inverse cached) attacks it.  ``clean_features``
     (the undefended features of ``eval_set``) saves recomputing the device part.
     """
-    from ..attack import QueryAccess, black_box_attack, check_adaptive_attacker, reconstruct
+    from ..attack import adaptive_attack, check_adaptive_attacker, reconstruct
     from ..metrics import reconstruction_metrics
     from ..models import split
 
@@ -261,9 +261,6 @@ def evaluate_local_dp(
     clean = reconstruction_metrics(originals, reconstruct(clean_inverse, v))
     adaptive = None
     if adaptive_config is not None:
-        oracle = QueryAccess(device, num_threads=adaptive_config.num_threads)
-        scale = float(v.float().std()) or 1.0
-        result = black_box_attack(lambda images: oracle(images) / scale, attacker_images,
-                                  v / scale, at=at, config=adaptive_config, progress=False)
+        result = adaptive_attack(device, attacker_images, v, at=at, config=adaptive_config)
         adaptive = reconstruction_metrics(originals, result.reconstructions)
     return LocalDPEvaluation(shield, acc, clean, adaptive)
