@@ -145,10 +145,17 @@ def bench_build() -> dict:
         subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
         env["COINFER_CACHE"] = str(Path(tmp) / "cache")
         seeded = _seed_victim(Path(tmp) / "cache") if SEED_VICTIM else []
-        install = _run_measured(["make", "install"], cwd=clone, env=env)
-        cold = _run_measured(["make", "book"], cwd=clone, env=env)
-        warm = _run_measured(["make", "book"], cwd=clone, env=env)
-        tests = _run_measured(["make", "test"], cwd=clone, env=env)
+        steps = {}
+
+        def step(name, target):  # written after every step, so a stopped run keeps its figures
+            steps[name] = _run_measured(["make", target], cwd=clone, env=env)
+            _write("build-partial", {"seeded_models": seeded, **steps})
+            return steps[name]
+
+        install = step("install", "install")
+        cold = step("book_cold", "book")
+        warm = step("book_warm", "book")
+        tests = step("test", "test")
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=clone, check=True,
                                 capture_output=True, text=True).stdout.strip()
     cold_with_install = install["wall_s"] + cold["wall_s"]
