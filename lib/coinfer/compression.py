@@ -24,7 +24,6 @@ the latency model on the paper's own network and data.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -32,7 +31,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .config import cache_dir, check_positive_float, check_positive_int, file_lock, payload_digest
+from .config import (cache_dir, check_positive_float, check_positive_int, file_lock, payload_digest,
+                     tensors_digest)
 from .costs import RAW_IMAGE_BYTES, FeatureQuantizer, SplitCost, count_flops, quantize_features
 from .data import ImageSet
 from .models import IMAGE_SHAPE
@@ -275,13 +275,6 @@ def train_bottleneck(
     return bottleneck.eval()
 
 
-def _hash_tensors(tensors) -> str:
-    digest = hashlib.sha256()
-    for t in tensors:
-        digest.update(t.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()[:16]
-
-
 _FEATURES: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
 
@@ -302,8 +295,8 @@ def load_or_train_bottleneck(
     if config.train_images > len(train_set):
         raise ValueError(f"config.train_images = {config.train_images} exceeds the "
                          f"{len(train_set)} images of train_set")
-    model_hash = _hash_tensors(model.state_dict().values())
-    data_hash = _hash_tensors([train_set.images, train_set.labels])
+    model_hash = tensors_digest(model.state_dict().values())
+    data_hash = tensors_digest([train_set.images, train_set.labels])
     payload = dataclasses.asdict(config) | {"model": model_hash, "data": data_hash,
                                             "boundary": boundary,
                                             "torch": torch.__version__.split("+")[0], "format": 1}

@@ -113,6 +113,15 @@ def payload_digest(payload: dict) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def tensors_digest(tensors) -> str:
+    """16 hex digits of SHA-256 over the bytes of ``tensors`` in order (e.g. a model's
+    ``state_dict().values()``): the fingerprint of a model's weights in the cache keys."""
+    digest = hashlib.sha256()
+    for t in tensors:
+        digest.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
 @contextlib.contextmanager
 def file_lock(path: str | os.PathLike):
     """Hold an exclusive inter-process lock on ``path`` for the duration of the block.

@@ -25,7 +25,6 @@ rule :math:`G` is only a unit.  A percentile rule only means something with coor
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import math
 import time
 from dataclasses import dataclass
@@ -36,7 +35,7 @@ import torch
 from torch import nn
 
 from ..config import (cache_dir, check_positive_float, check_positive_int, default_device,
-                      file_lock, payload_digest, progress_bar)
+                      file_lock, payload_digest, progress_bar, tensors_digest)
 from ..data import ImageSet, load_signs, train_val_split
 from ..models import device_part_parameters, road_sign_cnn
 from ..models import check_split_point as _check_at
@@ -229,11 +228,8 @@ def finetune_clipped(
 
 
 def _key(config: ClipFineTune, base_model: nn.Sequential, device: torch.device) -> str:
-    h = hashlib.sha256()
-    for p in base_model.state_dict().values():
-        h.update(p.detach().cpu().contiguous().numpy().tobytes())
     payload = dataclasses.asdict(config) | {
-        "base_weights": h.hexdigest()[:16],
+        "base_weights": tensors_digest(base_model.state_dict().values()),
         "device": device.type,
         "bf16": use_bf16(config.base.mixed_precision, device),
         "torch": torch.__version__.split("+")[0],

@@ -13,7 +13,6 @@ reads the very same :math:`(a, b)`.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import math
 import time
@@ -27,7 +26,8 @@ import torch
 from scipy.optimize import OptimizeWarning, curve_fit
 from torch import nn
 
-from ..config import cache_dir, check_positive_int, data_root, default_device, progress_bar
+from ..config import (cache_dir, check_positive_int, data_root, default_device, payload_digest,
+                      progress_bar, tensors_digest)
 from ..data import ImageSet
 from ..models import check_split_point as _check_at
 from ..privacy import check_calibration, check_epsilon, check_policy
@@ -482,15 +482,11 @@ def _fit_payload(settings: SweepConfig) -> dict:
 
 def fit_cache_path(settings: SweepConfig = SweepConfig()) -> Path:
     """Where :func:`fitted_accuracy_curve` caches the fit for ``settings``."""
-    key = hashlib.sha256(json.dumps(_fit_payload(settings), sort_keys=True).encode()).hexdigest()
-    return cache_dir("fits") / f"accuracy-fit-{key[:16]}.json"
+    return cache_dir("fits") / f"accuracy-fit-{payload_digest(_fit_payload(settings))}.json"
 
 
 def _fingerprint(model: nn.Sequential) -> str:
-    h = hashlib.sha256()
-    for p in model.state_dict().values():
-        h.update(p.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()[:16]
+    return tensors_digest(model.state_dict().values())
 
 
 def _load_fit(path, settings: SweepConfig, fingerprint: str | None) -> AccuracyFit | None:
