@@ -77,3 +77,81 @@ def test_progress_bar_is_off_when_asked_or_when_tqdm_disable_is_set(monkeypatch)
     assert progress_bar(range(3), progress=True).disable
     monkeypatch.setenv("TQDM_DISABLE", "0")
     assert not progress_bar(range(3), progress=True, file=open(os.devnull, "w")).disable
+
+
+# ----------------------------------------------------------------------------------------------
+# the result cache
+# ----------------------------------------------------------------------------------------------
+
+def test_cached_result_replays_per_payload_and_recomputes_a_corrupt_entry(monkeypatch, tmp_path):
+    monkeypatch.setenv("COINFER_CACHE", str(tmp_path))
+    calls = []
+
+    def compute(value):
+        calls.append(value)
+        return {"value": value, "tensor": torch.arange(3) * value}
+
+    first = config.cached_result("unit", {"x": 1}, lambda: compute(1))
+    again = config.cached_result("unit", {"x": 1}, lambda: compute(99))  # replayed, not computed
+    other = config.cached_result("unit", {"x": 2}, lambda: compute(2))
+    assert calls == [1, 2]
+    assert again["value"] == 1 and torch.equal(again["tensor"], first["tensor"])
+    assert other["value"] == 2
+    entries = sorted((tmp_path / "results").glob("unit-*.pkl"))
+    assert len(entries) == 2
+    for entry in entries:
+        entry.write_bytes(b"not a pickle")
+    assert config.cached_result("unit", {"x": 1}, lambda: compute(3))["value"] == 3
+    assert calls == [1, 2, 3]
+
+
+def test_cached_result_is_keyed_by_the_library_source(monkeypatch, tmp_path):
+    monkeypatch.setenv("COINFER_CACHE", str(tmp_path))
+    assert config.cached_result("unit", {}, lambda: "old code") == "old code"
+    monkeypatch.setattr(config, "library_digest", lambda: "0123456789abcdef")
+    assert config.cached_result("unit", {}, lambda: "new code") == "new code"
+
+
+def test_cached_result_off_and_bad_settings(monkeypatch, tmp_path):
+    monkeypatch.setenv("COINFER_CACHE", str(tmp_path))
+    monkeypatch.setenv(config.RESULT_CACHE_ENV, "off")
+    calls = []
+    for _ in range(2):
+        config.cached_result("unit", {}, lambda: calls.append(1))
+    assert len(calls) == 2 and not list(tmp_path.rglob("*.pkl"))
+    monkeypatch.setenv(config.RESULT_CACHE_ENV, "sometimes")
+    with pytest.raises(ValueError, match="COINFER_RESULT_CACHE.*'sometimes'"):
+        config.cached_result("unit", {}, lambda: None)
+    monkeypatch.delenv(config.RESULT_CACHE_ENV)
+    with pytest.raises(ValueError, match="kind"):
+        config.cached_result("a/b", {}, lambda: None)
+    with pytest.raises(TypeError, match="payload"):
+        config.cached_result("unit", [1], lambda: None)
+
+
+def test_holds_random_state_finds_noise_sources():
+    from coinfer.defense import OutputNoise, ParameterNoise, apply_shield
+    from coinfer.models import road_sign_cnn
+
+    model = road_sign_cnn(seed=0).eval()
+    assert not config.holds_random_state(model)
+    assert not config.holds_random_state(apply_shield(model, ParameterNoise(5.0, 1.0), seed=0).device)
+    for shield in (ParameterNoise(5.0, 1.0, "fresh"), OutputNoise(0.1)):
+        assert config.holds_random_state(apply_shield(model, shield, seed=0).device)
+
+
+def test_module_digest_names_the_weights():
+    a, b = torch.nn.Linear(3, 2), torch.nn.Linear(3, 2)
+    with torch.no_grad():
+        b.load_state_dict(a.state_dict())
+    assert config.module_digest(a) == config.module_digest(b)
+    with torch.no_grad():
+        b.bias[0] += 1e-6
+    assert config.module_digest(a) != config.module_digest(b)
+    assert config.module_digest(a) != config.module_digest(torch.nn.Sequential(a))
+    from coinfer.costs import FeatureQuantizer
+
+    # a setting that is neither a weight nor in the repr still tells two modules apart
+    assert config.module_digest(FeatureQuantizer(4)) != config.module_digest(FeatureQuantizer(8))
+    with pytest.raises(TypeError, match="module"):
+        config.module_digest("weights")

@@ -388,6 +388,33 @@ def test_evaluate_shield_runs_both_attackers(clipped):
                          attacker_images=queries)
 
 
+def test_evaluate_shield_is_replayed_only_for_the_same_deployment(clipped, monkeypatch):
+    import coinfer.defense.evaluate as evaluate_module
+    from coinfer.attack import InverseConfig, inverse_network
+
+    eval_set = synthetic_signs(10, seed=5)
+    inverse = inverse_network(4, InverseConfig(seed=0))
+    computed = []
+    real = evaluate_module._evaluate_shield
+    monkeypatch.setattr(evaluate_module, "_evaluate_shield",
+                        lambda *a, **k: computed.append(k["seed"]) or real(*a, **k))
+    shield = ParameterNoise(20.0, G)
+    first = defense_evaluate(clipped, shield, eval_set=eval_set, clean_inverse=inverse, seed=0)
+    again = defense_evaluate(clipped, shield, eval_set=eval_set, clean_inverse=inverse, seed=0)
+    assert computed == [0]  # the second call is the cached result
+    assert again.accuracy == first.accuracy and torch.equal(again.examples, first.examples)
+    np.testing.assert_array_equal(again.clean_api.psnr, first.clean_api.psnr)
+    defense_evaluate(clipped, shield, eval_set=eval_set, clean_inverse=inverse, seed=1)
+    other_inverse = inverse_network(4, InverseConfig(seed=1))
+    defense_evaluate(clipped, shield, eval_set=eval_set, clean_inverse=other_inverse, seed=0)
+    defense_evaluate(clipped, shield, eval_set=synthetic_signs(10, seed=6),
+                     clean_inverse=inverse, seed=0)
+    assert computed == [0, 1, 0, 0]  # another seed, attacker or image set is computed
+    monkeypatch.setenv("COINFER_RESULT_CACHE", "off")
+    off = defense_evaluate(clipped, shield, eval_set=eval_set, clean_inverse=inverse, seed=0)
+    assert computed == [0, 1, 0, 0, 0] and off.accuracy == first.accuracy
+
+
 def test_strength_helpers():
     from coinfer.defense import (interpolate_at_accuracy, shield_strength,
                                  strength_for_accuracy, with_strength)

@@ -232,12 +232,13 @@ def test_replicated_defence_table_draws_and_intervals():
 def test_chapter_sweep_settings_fine_tune_at_the_chosen_bound():
     from coinfer.defense import chapter_sweep_settings
 
-    base = load_or_train(TINY, train_set=synthetic_signs(160, seed=0), progress=False).model
-    settings = chapter_sweep_settings(victim=TINY)
+    signs = synthetic_signs(160, seed=0)
+    base = load_or_train(TINY, train_set=signs, progress=False).model
+    settings = chapter_sweep_settings(victim=TINY, train_set=signs)
     G = choose_clip_bound(base, at=4)
     assert settings.finetune == ClipFineTune(G, at=4, base=TINY)
     assert settings.victim == TINY and settings.clip_bound == G < TINY.clip_bound
-    assert settings == chapter_sweep_settings(victim=TINY)  # same settings, same cached fit
+    assert settings == chapter_sweep_settings(victim=TINY, train_set=signs)  # same cached fit
 
 
 def test_frontier_epsilons_keep_the_noise_scales():

@@ -31,8 +31,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .config import (cache_dir, check_positive_float, check_positive_int, file_lock, payload_digest,
-                     tensors_digest)
+from .config import (cache_dir, cached_result, check_positive_float, check_positive_int, file_lock,
+                     holds_random_state, module_digest, payload_digest, tensors_digest)
 from .costs import RAW_IMAGE_BYTES, FeatureQuantizer, SplitCost, count_flops, quantize_features
 from .data import ImageSet
 from .models import IMAGE_SHAPE
@@ -84,7 +84,19 @@ def run_layers(
 
 
 def _accuracy(head: nn.Module, features: torch.Tensor, labels: torch.Tensor,
-              batch_size: int = 1024) -> float:
+              batch_size: int = 1024, *, data_key: str | None = None) -> float:
+    """Top-1 accuracy of ``head`` on ``features``; replayed from the result cache
+    (:func:`coinfer.config.cached_result`) when ``data_key`` names ``features`` and ``labels``
+    and ``head`` holds no random stream."""
+    if data_key is None or holds_random_state(head):
+        return _head_accuracy(head, features, labels, batch_size)
+    payload = {"head": module_digest(head), "data": data_key, "shape": list(features.shape),
+               "batch_size": batch_size, "device": features.device.type}
+    return cached_result("head-accuracy", payload,
+                         lambda: _head_accuracy(head, features, labels, batch_size))
+
+
+def _head_accuracy(head, features, labels, batch_size) -> float:
     head.eval()
     correct = 0
     with torch.no_grad():
@@ -122,7 +134,9 @@ def quantized_accuracies(
     _check_features(features, labels)
     if not bits:
         raise ValueError("bits must name at least one bit width")
-    return {b: _accuracy(nn.Sequential(FeatureQuantizer(b), *layers[boundary:]), features, labels)
+    key = tensors_digest([features, labels])
+    return {b: _accuracy(nn.Sequential(FeatureQuantizer(b), *layers[boundary:]), features, labels,
+                         data_key=key)
             for b in bits}
 
 
@@ -350,8 +364,9 @@ def bottleneck_accuracy(
         raise TypeError(f"bottleneck must be a Bottleneck, got {type(bottleneck).__name__}")
     if not bits:
         raise ValueError("bits must name at least one bit width")
+    key = tensors_digest([features, labels])
     return {b: _accuracy(nn.Sequential(bottleneck.encoder, FeatureQuantizer(b), bottleneck.decoder,
-                                       *layers[boundary:]), features, labels)
+                                       *layers[boundary:]), features, labels, data_key=key)
             for b in bits}
 
 

@@ -25,8 +25,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from .config import (cache_dir, check_positive_float, check_positive_int, default_device, file_lock,
-                     payload_digest, progress_bar)
+from .config import (cache_dir, cached_result, check_positive_float, check_positive_int,
+                     default_device, file_lock, holds_random_state, module_digest, payload_digest,
+                     progress_bar, tensors_digest)
 from .data import ImageSet, load_signs, train_val_split
 from .models import RoadSignCNN, road_sign_cnn
 
@@ -261,7 +262,21 @@ def evaluate(model: nn.Module, data: ImageSet, *, batch_size: int = 1024) -> flo
 
 
 def confusion_matrix(model: nn.Module, data: ImageSet, *, num_classes: int = 43) -> np.ndarray:
-    """``C[i, j]`` = number of images of true class ``i`` predicted as class ``j``."""
+    """``C[i, j]`` = number of images of true class ``i`` predicted as class ``j``.
+
+    Replayed from the result cache (:func:`coinfer.config.cached_result`, keyed by the weights
+    and the images) unless ``model`` holds a random stream of its own.
+    """
+    check_positive_int("num_classes", num_classes)
+    if holds_random_state(model):
+        return _confusion_matrix(model, data, num_classes)
+    payload = {"model": module_digest(model), "data": tensors_digest([data.images, data.labels]),
+               "shape": list(data.images.shape), "num_classes": num_classes,
+               "device": next(model.parameters()).device.type}
+    return cached_result("confusion", payload, lambda: _confusion_matrix(model, data, num_classes))
+
+
+def _confusion_matrix(model: nn.Module, data: ImageSet, num_classes: int) -> np.ndarray:
     pred = predict(model, data.images).argmax(1).numpy()
     return np.bincount(data.labels.numpy() * num_classes + pred,
                        minlength=num_classes ** 2).reshape(num_classes, num_classes)

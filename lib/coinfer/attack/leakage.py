@@ -24,7 +24,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..config import cache_dir, check_positive_float, check_positive_int, file_lock, payload_digest
+from ..config import (cache_dir, cached_result, check_positive_float, check_positive_int, file_lock,
+                      payload_digest, tensors_digest)
 from ..data import ImageSet
 from ..models import feature_shape
 from ..train import fixed_threads
@@ -230,7 +231,8 @@ def train_feature_probe(
     fits the probe by Adam on the cross-entropy for a fixed number of ``epochs``; the initial
     weights and the mini-batch order come from ``seed``.  Its accuracy on the intercepted
     :math:`v_0` (:func:`probe_accuracy`) measures the class information in the features
-    directly.
+    directly.  The trained probe is kept in the result cache
+    (:func:`coinfer.config.cached_result`), keyed by the oracle's pooled answers and the settings.
     """
     _check_oracle(oracle)
     if not isinstance(labelled, ImageSet):
@@ -241,6 +243,16 @@ def train_feature_probe(
     check_positive_int("seed", seed, allow_zero=True)
     pooled = probe_features(oracle, labelled, at=at, pool=pool)
     labels = labelled.labels
+    # the probe is a function of the pooled answers and the settings alone: cached on them
+    payload = {"pooled": tensors_digest([pooled]), "shape": list(pooled.shape),
+               "labels": tensors_digest([labels]), "at": at, "pool": pool, "hidden": hidden,
+               "epochs": epochs, "lr": lr, "batch_size": batch_size, "seed": seed}
+    return cached_result("feature-probe", payload, lambda: _train_probe(
+        pooled, labels, at=at, pool=pool, hidden=hidden, epochs=epochs, lr=lr,
+        batch_size=batch_size, seed=seed))
+
+
+def _train_probe(pooled, labels, *, at, pool, hidden, epochs, lr, batch_size, seed) -> ProbeResult:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = FeatureProbe(at, pool=pool, hidden=hidden)

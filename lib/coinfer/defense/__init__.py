@@ -43,7 +43,8 @@ The package follows the sections of Chapter 3:
 * :mod:`coinfer.defense.evaluate` — accuracy, device features and the spears against the shields
   (Table 2 and Fig. 4, Sect. 3.5): :func:`evaluate_shield`, :func:`defence_table`,
   :func:`shield_sweep`;
-* :mod:`coinfer.defense.fit` — Fig. 5 and the cached fit (Sect. 3.6);
+* :mod:`coinfer.defense.fit` — Fig. 5's sweep and the cached fit (Sect. 3.6);
+* :mod:`coinfer.defense.curves` — the curves fitted to it: the paper's, capped, logistic;
 * :mod:`coinfer.defense.frontier` — the privacy–utility frontier (Sect. 3.7).
 
 :func:`device_part_parameters` lives in :mod:`coinfer.models` (the privacy accounting needs it
@@ -53,9 +54,10 @@ too, and :mod:`coinfer.privacy` never imports the defence); it is re-exported he
 from __future__ import annotations
 
 from ..models import device_part_parameters
-from . import audit, clipping, evaluate, fit, frontier, mechanisms
+from . import audit, clipping, curves, evaluate, fit, frontier, mechanisms
 from .audit import *  # noqa: F401,F403 - re-exported; the names are in audit.__all__
 from .clipping import *  # noqa: F401,F403 - re-exported; the names are in clipping.__all__
+from .curves import *  # noqa: F401,F403 - re-exported; the names are in curves.__all__
 from .evaluate import *  # noqa: F401,F403 - re-exported; the names are in evaluate.__all__
 from .fit import *  # noqa: F401,F403 - re-exported; the names are in fit.__all__
 from .frontier import *  # noqa: F401,F403 - re-exported; the names are in frontier.__all__
@@ -68,6 +70,7 @@ __all__ = [
     *clipping.__all__,
     *audit.__all__,
     *evaluate.__all__,
+    *curves.__all__,
     *fit.__all__,
     *frontier.__all__,
 ]

@@ -17,7 +17,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..config import check_positive_int, progress_bar
+from ..config import (cached_result, check_positive_int, holds_random_state, module_digest,
+                      progress_bar, tensors_digest)
 from ..data import ImageSet, to_float
 from ..models import SplitModel, check_images, split
 from ..models import check_split_point as _check_at
@@ -74,12 +75,26 @@ def accuracy(pipeline: nn.Module | SplitModel, data: ImageSet, *, batch_size: in
 
     Batches are fed in ``channels_last`` layout (about 1.4× faster on CPUs).  For a fresh-noise
     model each image gets its own noise draw; the result depends on the model's noise stream.
+    A model without a random stream of its own gives the same accuracy every time, so that
+    result is replayed from the result cache (:func:`coinfer.config.cached_result`).
     """
     if not isinstance(data, ImageSet):
         raise TypeError(f"data must be an ImageSet, got {type(data).__name__}")
     if len(data) == 0:
         raise ValueError("data must contain at least one image")
     check_positive_int("batch_size", batch_size)
+    parts = [pipeline.device, pipeline.edge] if isinstance(pipeline, SplitModel) else [pipeline]
+    if all(isinstance(p, nn.Module) for p in parts) and not any(map(holds_random_state, parts)):
+        payload = {"parts": [module_digest(p) for p in parts], "batch_size": batch_size,
+                   "data": tensors_digest([data.images, data.labels]),
+                   "shape": list(data.images.shape),
+                   "device": next(parts[0].parameters()).device.type}
+        return cached_result("accuracy", payload,
+                             lambda: _accuracy(pipeline, data, batch_size=batch_size))
+    return _accuracy(pipeline, data, batch_size=batch_size)
+
+
+def _accuracy(pipeline, data: ImageSet, *, batch_size: int) -> float:
     if isinstance(pipeline, SplitModel):
         run = lambda x: pipeline.edge(pipeline.device(x))  # noqa: E731
         params = next(pipeline.device.parameters())
@@ -192,17 +207,42 @@ def evaluate_shield(
     Metrics are computed on the first ``metric_images`` evaluation images (all by default).
     ``clean_features`` (the undefended device features of ``eval_set``) lets output shields skip
     recomputing the device part; the result is the same.
+
+    The evaluation is deterministic given its arguments, so it goes through the result cache
+    (:func:`coinfer.config.cached_result`, keyed by the weights of ``model`` and
+    ``clean_inverse``, the images, the shield, the attacker's settings and ``seed``): a chapter
+    executed again replays it.
     """
-    from ..attack import adaptive_attack, check_adaptive_attacker, reconstruct
-    from ..metrics import reconstruction_metrics
+    from ..attack import check_adaptive_attacker
 
     if not isinstance(eval_set, ImageSet):
         raise TypeError(f"eval_set must be an ImageSet, got {type(eval_set).__name__}")
-    label = shield_label(shield)
+    shield_label(shield)  # checks the shield
     n_metric = len(eval_set) if metric_images is None else min(
         check_positive_int("metric_images", metric_images), len(eval_set))
     check_positive_int("keep", keep)
     check_adaptive_attacker(attacker_images, adaptive_config)
+    check_positive_int("seed", seed, allow_zero=True)
+    payload = {
+        "model": module_digest(model), "shield": repr(shield), "at": at,
+        "eval_set": tensors_digest([eval_set.images, eval_set.labels]),
+        "clean_inverse": module_digest(clean_inverse), "metric_images": n_metric,
+        "attacker_images": None if attacker_images is None else tensors_digest([attacker_images]),
+        "adaptive_config": repr(adaptive_config), "seed": seed, "keep": keep,
+        "device": next(model.parameters()).device.type,
+    }
+    return cached_result("shield", payload, lambda: _evaluate_shield(
+        model, shield, eval_set=eval_set, clean_inverse=clean_inverse, at=at, n_metric=n_metric,
+        attacker_images=attacker_images, adaptive_config=adaptive_config, seed=seed, keep=keep,
+        clean_features=clean_features, progress=progress))
+
+
+def _evaluate_shield(model, shield, *, eval_set, clean_inverse, at, n_metric, attacker_images,
+                     adaptive_config, seed, keep, clean_features, progress) -> ShieldEvaluation:
+    from ..attack import adaptive_attack, reconstruct
+    from ..metrics import reconstruction_metrics
+
+    label = shield_label(shield)
     pipeline = apply_shield(model, shield, at=at, seed=seed)
     with torch.no_grad():
         if clean_features is not None and isinstance(shield, (OutputNoise, OutputDropout)):
