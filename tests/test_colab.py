@@ -31,6 +31,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 
@@ -166,7 +167,14 @@ def test_chapter_runs_in_an_imitated_colab_runtime(colab_runtime, tmp_path, monk
     monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
     monkeypatch.setenv("TQDM_DISABLE", "1")
     monkeypatch.setenv("PYTHONHASHSEED", "0")
-    client = NotebookClient(nb, kernel_name="colab", timeout=1800, allow_errors=False,
+    # The kernel talks over Unix sockets, not TCP ports: a kernel started while an nbval worker
+    # starts its own can otherwise end up with a port the other just took, and the client waits
+    # for a reply that never comes (seen twice in CI: the kernel idle, the test stuck).
+    from jupyter_client.manager import KernelManager
+
+    sockets = Path(tempfile.mkdtemp(prefix="colab-ipc-"))
+    km = KernelManager(kernel_name="colab", transport="ipc", ip=str(sockets / "kernel"))
+    client = NotebookClient(nb, km=km, timeout=1800, allow_errors=False,
                             resources={"metadata": {"path": str(path.parent)}})
     client.execute()
 
